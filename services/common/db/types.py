@@ -1,0 +1,66 @@
+"""Column types shared by every table: aware UTC datetimes, string enums, JSON dicts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Dialect, Enum
+from sqlalchemy.ext.mutable import MutableDict
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC (the default of every timestamp)."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """``TIMESTAMP WITH TIME ZONE``; code only ever sees aware datetimes in UTC.
+
+    PostgreSQL stores the instant itself. SQLite has no time zones, so the value is
+    stored as naive UTC text (which also sorts correctly) and comes back tagged UTC.
+    A naive datetime is refused on the way in: its meaning would be a guess.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given; use an aware one (UTC)")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def str_enum(enum_class: type[StrEnum], length: int = 16) -> Enum:
+    """A ``VARCHAR`` holding the enum's *values*, checked in Python, not by a CHECK.
+
+    Adding a member is then a code change, not a table rebuild on SQLite; the column
+    length leaves room for longer values later.
+    """
+    return Enum(
+        enum_class,
+        native_enum=False,
+        create_constraint=False,
+        length=length,
+        validate_strings=True,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+def json_dict() -> Any:
+    """A JSON object column whose in-place changes are tracked by the ORM."""
+    return MutableDict.as_mutable(JSON())

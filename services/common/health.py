@@ -1,0 +1,72 @@
+"""``/healthz`` (the process is alive), ``/readyz`` (metadata DB and NATS reachable)
+and ``/metrics`` (Prometheus), served by every service on its own port."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from nats.aio.client import Client as NATS
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common.db.engine import ping
+
+READY = Gauge("bm_ready", "1 when the metadata DB and NATS are reachable", ["service"])
+READINESS_TIMEOUT_S = 2.0
+
+
+@dataclass
+class Health:
+    service: str
+    engine: AsyncEngine | None = None
+    nc: NATS | None = None
+    started: bool = False
+    stopping: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    async def check(self) -> list[str]:
+        """What is wrong right now; empty when ready."""
+        if self.stopping:
+            return ["service is stopping"]
+        if not self.started or self.engine is None or self.nc is None:
+            return ["service is starting"]
+        problems: list[str] = []
+        if not self.nc.is_connected:
+            problems.append("NATS is not connected")
+        try:
+            await asyncio.wait_for(ping(self.engine), READINESS_TIMEOUT_S)
+        except Exception as exc:
+            problems.append(f"metadata DB unreachable: {type(exc).__name__}")
+        READY.labels(self.service).set(0 if problems else 1)
+        return problems
+
+
+HEALTH: web.AppKey[Health] = web.AppKey("health", Health)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive", "service": request.app[HEALTH].service})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    health = request.app[HEALTH]
+    problems = await health.check()
+    body = {"status": "ready" if not problems else "unavailable", "service": health.service}
+    if problems:
+        body["problems"] = problems  # type: ignore[assignment]
+    return web.json_response(body, status=200 if not problems else 503)
+
+
+async def metrics(_: web.Request) -> web.Response:
+    response = web.Response(body=generate_latest())
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return response
+
+
+def add_health_routes(app: web.Application, health: Health) -> None:
+    app[HEALTH] = health
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)

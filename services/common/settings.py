@@ -1,0 +1,107 @@
+"""Settings read from the environment (prefix ``BM_``), built once in ``__main__``.
+
+Every field here is listed in the README's settings table. Secrets are resolved by
+:func:`services.common.secrets.resolve_secrets`, which refuses placeholders in
+production and generates keys once in development.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Mode(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BM_", extra="ignore", frozen=True, validate_default=True
+    )
+
+    mode: Mode = Mode.DEVELOPMENT
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    nats_url: str = "nats://127.0.0.1:4222"
+    storage_dir: Path | None = None
+
+    credential_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    credential_keys_file: Path | None = None
+    jwt_secret: SecretStr | None = None
+
+    log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.TEXT
+
+    http_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=1, le=65535)
+    scheduler_port: int = Field(default=8081, ge=1, le=65535)
+    executor_port: int = Field(default=8082, ge=1, le=65535)
+    storage_port: int = Field(default=8083, ge=1, le=65535)
+    public_url: str = ""
+
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+    connect_retry_max_s: float = Field(default=10.0, gt=0)
+    jobs_duplicate_window_s: float = Field(default=2 * 3600.0, gt=0)
+    executor_concurrency: int = Field(default=2, ge=1, le=64)
+
+    admin_email: str = "admin@localhost"
+    admin_password: SecretStr | None = None
+
+    @field_validator("credential_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        # Several keys for rotation: comma separated, newest first.
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _defaults_in_data_dir(self) -> Settings:
+        data_dir = self.data_dir.expanduser().absolute()
+        object.__setattr__(self, "data_dir", data_dir)
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite+aiosqlite:///{data_dir}/metadata.db")
+        if self.storage_dir is None:
+            object.__setattr__(self, "storage_dir", data_dir / "backups")
+        if not self.public_url:
+            local = {"0.0.0.0", "127.0.0.1", "::"}  # noqa: S104 - names, not a bind
+            host = "localhost" if self.http_host in local else self.http_host
+            object.__setattr__(self, "public_url", f"http://{host}:{self.api_port}")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.mode is Mode.PRODUCTION
+
+    @property
+    def backups_dir(self) -> Path:
+        assert self.storage_dir is not None  # set by the validator
+        return self.storage_dir
+
+    def port_of(self, service: str) -> int:
+        ports = {
+            "api": self.api_port,
+            "scheduler": self.scheduler_port,
+            "executor": self.executor_port,
+            "storage": self.storage_port,
+        }
+        return ports[service]

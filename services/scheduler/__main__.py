@@ -1,0 +1,4 @@
+from services.common.lifecycle import main
+from services.scheduler.service import SchedulerService
+
+main(SchedulerService())

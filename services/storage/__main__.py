@@ -1,0 +1,4 @@
+from services.common.lifecycle import main
+from services.storage.service import StorageService
+
+main(StorageService())
