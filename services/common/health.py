@@ -4,17 +4,22 @@ and ``/metrics`` (Prometheus), served by every service on its own port."""
 from __future__ import annotations
 
 import asyncio
+import re
+import uuid
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from nats.aio.client import Client as NATS
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.db.engine import ping
+from services.common.logs import request_id
 
 READY = Gauge("bm_ready", "1 when the metadata DB and NATS are reachable", ["service"])
 READINESS_TIMEOUT_S = 2.0
+_SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 @dataclass
@@ -70,3 +75,24 @@ def add_health_routes(app: web.Application, health: Health) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+
+
+REQUEST_ID_HEADER = "X-Request-Id"
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Tag the request's log lines with an id (the caller's, if sane, else a new one)
+    and echo it in the response so a person can quote it."""
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    rid = given if _SAFE_ID.fullmatch(given) else uuid.uuid4().hex[:16]
+    token = request_id.set(rid)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers[REQUEST_ID_HEADER] = rid
+        raise
+    finally:
+        request_id.reset(token)
+    response.headers[REQUEST_ID_HEADER] = rid
+    return response

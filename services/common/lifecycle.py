@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common.connect import connect_nats, retry_until_ready, wait_for_database
 from services.common.db.engine import create_engine
 from services.common.errors import ConfigError, DependencyUnavailable
-from services.common.health import Health, add_health_routes
+from services.common.health import Health, add_health_routes, request_id_middleware
 from services.common.logs import configure_logging
 from services.common.secrets import Secrets, resolve_secrets
 from services.common.settings import Settings
@@ -77,7 +77,7 @@ async def serve(service: Service, settings: Settings) -> int:
         loop.add_signal_handler(signum, _request_stop, stopping, signum)
 
     health = Health(service.name)
-    app = web.Application()
+    app = web.Application(middlewares=[request_id_middleware])
     add_health_routes(app, health)
     service.setup_http(app)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
@@ -100,7 +100,11 @@ async def serve(service: Service, settings: Settings) -> int:
         js = nc.jetstream()
         await retry_until_ready(
             "JetStream",
-            lambda: ensure_streams(js, duplicate_window=settings.jobs_duplicate_window_s),
+            lambda: ensure_streams(
+                js,
+                duplicate_window=settings.jobs_duplicate_window_s,
+                replicas=settings.stream_replicas,
+            ),
             stopping,
             max_delay=retry_max,
         )

@@ -45,7 +45,7 @@ def resolve_secrets(settings: Settings) -> Secrets:
     return Secrets(credential_keys=keys, jwt_secret=jwt_secret)
 
 
-def _is_placeholder(value: str) -> bool:
+def is_placeholder(value: str) -> bool:
     return value.strip().lower() in PLACEHOLDERS
 
 
@@ -65,7 +65,7 @@ def _credential_keys(settings: Settings) -> tuple[str, ...]:
             "(generate one with: python -m services.manage generate-key)"
         )
     for index, key in enumerate(keys):
-        if _is_placeholder(key):
+        if is_placeholder(key):
             raise ConfigError(f"{variable} holds a placeholder value at position {index + 1}")
         try:
             Fernet(key.encode())
@@ -83,7 +83,7 @@ def _jwt_secret(settings: Settings) -> str:
         value = _generate_once(
             settings.data_dir / JWT_SECRET_FILE, lambda: secrets.token_urlsafe(48)
         ).strip()
-    if not value or _is_placeholder(value):
+    if not value or is_placeholder(value):
         raise ConfigError("BM_JWT_SECRET is missing or a placeholder: set a random secret")
     if settings.is_production and len(value) < MIN_JWT_SECRET_LENGTH:
         raise ConfigError(f"BM_JWT_SECRET is too short: use at least {MIN_JWT_SECRET_LENGTH} chars")

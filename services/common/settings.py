@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     connect_retry_max_s: float = Field(default=10.0, gt=0)
     jobs_duplicate_window_s: float = Field(default=2 * 3600.0, gt=0)
+    stream_replicas: int = Field(default=1, ge=1, le=5)
     executor_concurrency: int = Field(default=2, ge=1, le=64)
 
     admin_email: str = "admin@localhost"

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Msg], Awaitable[None]]
 FETCH_TIMEOUT_S = 1.0
+ACK_TIMEOUT_S = 5.0
 
 
 class JobWorker:
@@ -89,7 +90,7 @@ class JobWorker:
                 await msg.term()
                 return
             await handler(msg)
-            await msg.ack()
+            await _confirmed_ack(msg)
         except asyncio.CancelledError:
             log.warning("job cancelled before it finished; it will be redelivered")
             with contextlib.suppress(Exception):
@@ -111,6 +112,16 @@ class JobWorker:
             await asyncio.sleep(self._heartbeat_s)
             with contextlib.suppress(Exception):
                 await msg.in_progress()
+
+
+async def _confirmed_ack(msg: Msg) -> None:
+    """Ack and wait for the server's confirmation, so "done" means removed from the
+    queue; if the confirmation is lost the job comes back, and handlers are
+    idempotent by backup or restore id."""
+    try:
+        await msg.ack_sync(timeout=ACK_TIMEOUT_S)
+    except Exception as exc:
+        log.warning("ack not confirmed (%s); the job may be delivered again", exc)
 
 
 def _job_label(msg: Msg) -> str:

@@ -8,7 +8,9 @@ from sqlalchemy import func, select
 
 from services.common.db.engine import create_engine, session_factory
 from services.common.db.models import User
-from services.common.passwords import generate_password, hash_password
+from services.common.errors import ConfigError
+from services.common.passwords import PasswordError, generate_password, hash_password
+from services.common.secrets import is_placeholder
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,9 +29,15 @@ async def ensure_first_admin(settings: Settings) -> tuple[str, str | None] | Non
             if count:
                 return None
             given = settings.admin_password.get_secret_value() if settings.admin_password else None
+            if given is not None and settings.is_production and is_placeholder(given):
+                raise ConfigError("BM_ADMIN_PASSWORD is a placeholder: set a real password")
             password = given or generate_password()
             email = settings.admin_email.strip().lower()
-            session.add(User(email=email, password_hash=hash_password(password), is_admin=True))
+            try:
+                password_hash = hash_password(password)
+            except PasswordError as exc:
+                raise ConfigError(f"BM_ADMIN_PASSWORD is not usable: {exc}") from None
+            session.add(User(email=email, password_hash=password_hash, is_admin=True))
         log.info("first admin created: %s", email)
         return email, (None if given else password)
     finally:

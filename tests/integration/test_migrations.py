@@ -186,7 +186,7 @@ async def test_a_slot_is_recorded_once(migrated: AsyncEngine) -> None:
             Backup(
                 database_id=database.id,
                 schedule_id=schedule.id,
-                trigger=BackupTrigger.SCHEDULED,
+                trigger=BackupTrigger.SCHEDULE,
                 slot_at=slot,
             )
         )
@@ -197,7 +197,7 @@ async def test_a_slot_is_recorded_once(migrated: AsyncEngine) -> None:
             Backup(
                 database_id=database.id,
                 schedule_id=schedule.id,
-                trigger=BackupTrigger.SCHEDULED,
+                trigger=BackupTrigger.SCHEDULE,
                 slot_at=slot,
             )
         )
@@ -260,7 +260,7 @@ async def test_deletes_cascade_config_and_keep_history(migrated: AsyncEngine) ->
                 Backup(
                     database_id=database.id,
                     schedule_id=schedule.id,
-                    trigger=BackupTrigger.SCHEDULED,
+                    trigger=BackupTrigger.SCHEDULE,
                     slot_at=datetime.now(UTC) - timedelta(hours=1),
                 ),
             ]

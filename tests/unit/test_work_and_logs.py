@@ -45,3 +45,26 @@ def test_json_log_lines_carry_service_and_job_id(capsys: pytest.CaptureFixture[s
     assert entry["job_id"] == "sched-1:2026-11-28T00:00:00Z"
     assert entry["message"] == "dumping orders"
     assert isinstance(JsonFormatter().format(logging.makeLogRecord({"msg": "x"})), str)
+
+
+async def test_request_id_is_echoed_and_tags_log_lines(caplog: pytest.LogCaptureFixture) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from services.common.health import REQUEST_ID_HEADER, request_id_middleware
+    from services.common.logs import ContextFilter
+
+    async def handler(_: web.Request) -> web.Response:
+        logging.getLogger("test.http").warning("handling")
+        return web.Response(text="ok")
+
+    app = web.Application(middlewares=[request_id_middleware])
+    app.router.add_get("/", handler)
+    caplog.handler.addFilter(ContextFilter())
+    async with TestClient(TestServer(app)) as client:
+        given = await client.get("/", headers={REQUEST_ID_HEADER: "abc-123"})
+        made = await client.get("/", headers={REQUEST_ID_HEADER: "bad id;drop"})
+    assert given.headers[REQUEST_ID_HEADER] == "abc-123"
+    assert made.headers[REQUEST_ID_HEADER] not in {"", "bad id;drop"}
+    ids = [getattr(record, "request_id", None) for record in caplog.records]
+    assert ids == ["abc-123", made.headers[REQUEST_ID_HEADER]]

@@ -4,19 +4,37 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+# The vocabularies that also travel on the wire are defined once, in proto.
+from proto.values import CompressionAlgorithm as Compression
+from proto.values import Engine as DatabaseEngine
+from proto.values import OverlapPolicy, RestoreMode
+from proto.values import Trigger as BackupTrigger
+
+__all__ = [
+    "FINAL_BACKUP_STATUSES",
+    "AuditOutcome",
+    "BackupStatus",
+    "BackupTrigger",
+    "Compression",
+    "CopyStatus",
+    "DatabaseEngine",
+    "DestinationKind",
+    "Encryption",
+    "OverlapPolicy",
+    "ProjectRole",
+    "RestoreMode",
+    "RestoreSource",
+    "RestoreStatus",
+    "TlsMode",
+    "VerifyMode",
+    "VerifyStatus",
+]
+
 
 class ProjectRole(StrEnum):
     OWNER = "owner"
     OPERATOR = "operator"
     VIEWER = "viewer"
-
-
-class DatabaseEngine(StrEnum):
-    POSTGRESQL = "postgresql"
-    MYSQL = "mysql"
-    MARIADB = "mariadb"
-    MONGODB = "mongodb"
-    REDIS = "redis"
 
 
 class TlsMode(StrEnum):
@@ -33,17 +51,6 @@ class DestinationKind(StrEnum):
     AZURE = "azure"
 
 
-class OverlapPolicy(StrEnum):
-    SKIP = "skip"
-    QUEUE = "queue"
-
-
-class Compression(StrEnum):
-    ZSTD = "zstd"
-    GZIP = "gzip"
-    NONE = "none"
-
-
 class Encryption(StrEnum):
     NONE = "none"
     AGE = "age"
@@ -54,12 +61,6 @@ class VerifyMode(StrEnum):
     EVERY_RUN = "every_run"
     DAILY = "daily"
     WEEKLY = "weekly"
-
-
-class BackupTrigger(StrEnum):
-    SCHEDULED = "scheduled"
-    MANUAL = "manual"
-    REINDEX = "reindex"
 
 
 class BackupStatus(StrEnum):
@@ -105,11 +106,6 @@ class CopyStatus(StrEnum):
 class RestoreSource(StrEnum):
     BACKUP = "backup"
     UPLOAD = "upload"
-
-
-class RestoreMode(StrEnum):
-    INTO_EMPTY = "into-empty"
-    REPLACE = "replace"
 
 
 class RestoreStatus(StrEnum):
