@@ -6,14 +6,11 @@ from typing import ClassVar
 
 from aiohttp import web
 
+from services.api.app import setup_api
+from services.api.context import API, ApiContext
+from services.common.credentials import CredentialCipher
+from services.common.db.engine import session_factory
 from services.common.lifecycle import Runtime, Service
-
-VERSION = "0.1.0"
-RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
-
-
-async def api_root(_: web.Request) -> web.Response:
-    return web.json_response({"name": "BackupManager", "version": VERSION, "api": "v1"})
 
 
 class ApiService(Service):
@@ -24,8 +21,14 @@ class ApiService(Service):
 
     def setup_http(self, app: web.Application) -> None:
         self._app = app
-        app.router.add_get("/api/v1", api_root)
+        setup_api(app)
 
     async def start(self, runtime: Runtime) -> None:
         assert self._app is not None
-        self._app[RUNTIME] = runtime
+        self._app[API] = ApiContext(
+            settings=runtime.settings,
+            secrets=runtime.secrets,
+            sessions=session_factory(runtime.engine),
+            nc=runtime.nc,
+            cipher=CredentialCipher(runtime.secrets.credential_keys),
+        )

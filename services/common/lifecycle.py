@@ -77,7 +77,9 @@ async def serve(service: Service, settings: Settings) -> int:
         loop.add_signal_handler(signum, _request_stop, stopping, signum)
 
     health = Health(service.name)
-    app = web.Application(middlewares=[request_id_middleware])
+    app = web.Application(
+        middlewares=[request_id_middleware], client_max_size=settings.max_body_bytes
+    )
     add_health_routes(app, health)
     service.setup_http(app)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)

@@ -56,6 +56,14 @@ class Settings(BaseSettings):
     stream_replicas: int = Field(default=1, ge=1, le=5)
     executor_concurrency: int = Field(default=2, ge=1, le=64)
 
+    allow_registration: bool = False
+    access_token_ttl_s: int = Field(default=900, ge=30, le=86400)
+    refresh_token_ttl_s: int = Field(default=30 * 86400, ge=300)
+    login_max_attempts: int = Field(default=10, ge=1)
+    login_window_s: int = Field(default=300, ge=1)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    local_destination_roots: Annotated[tuple[Path, ...], NoDecode] = ()
+
     admin_email: str = "admin@localhost"
     admin_password: SecretStr | None = None
 
@@ -65,6 +73,13 @@ class Settings(BaseSettings):
         # Several keys for rotation: comma separated, newest first.
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("local_destination_roots", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(Path(part.strip()) for part in value.split(",") if part.strip())
         return value
 
     @field_validator("log_level")
@@ -83,6 +98,10 @@ class Settings(BaseSettings):
             object.__setattr__(self, "database_url", f"sqlite+aiosqlite:///{data_dir}/metadata.db")
         if self.storage_dir is None:
             object.__setattr__(self, "storage_dir", data_dir / "backups")
+        if not self.local_destination_roots:
+            object.__setattr__(self, "local_destination_roots", (self.storage_dir,))
+        roots = tuple(root.expanduser().absolute() for root in self.local_destination_roots)
+        object.__setattr__(self, "local_destination_roots", roots)
         if not self.public_url:
             local = {"0.0.0.0", "127.0.0.1", "::"}  # noqa: S104 - names, not a bind
             host = "localhost" if self.http_host in local else self.http_host
