@@ -5,7 +5,16 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.api.domain.audit import write_audit
-from services.api.views import projects
+from services.api.views import (
+    audit,
+    auth,
+    databases,
+    destinations,
+    projects,
+    schedules,
+    stats,
+    users,
+)
 from services.api.web.endpoint import Endpoints, Route, add_routes
 from services.api.web.errors import error_middleware
 from services.api.web.openapi import add_openapi_routes, build_openapi
@@ -14,7 +23,14 @@ VERSION = "0.1.0"
 
 # One entry per area; each module owns its Endpoints.
 AREAS: list[Endpoints] = [
+    auth.routes,
+    users.routes,
     projects.routes,
+    databases.routes,
+    destinations.routes,
+    schedules.routes,
+    stats.routes,
+    audit.routes,
 ]
 
 

@@ -1,0 +1,7 @@
+"""Endpoints of the auth area (being written)."""
+
+from __future__ import annotations
+
+from services.api.web.endpoint import Endpoints
+
+routes = Endpoints("auth")
