@@ -55,12 +55,17 @@ class Settings(BaseSettings):
     jobs_duplicate_window_s: float = Field(default=2 * 3600.0, gt=0)
     stream_replicas: int = Field(default=1, ge=1, le=5)
     executor_concurrency: int = Field(default=2, ge=1, le=64)
+    stall_timeout_s: float = Field(default=600.0, gt=0)
+    progress_interval_s: float = Field(default=2.0, gt=0)
+    shrink_warning_fraction: float = Field(default=0.5, ge=0, le=1)
+    connection_test_timeout_s: float = Field(default=10.0, gt=0)
 
     allow_registration: bool = False
     access_token_ttl_s: int = Field(default=900, ge=30, le=86400)
     refresh_token_ttl_s: int = Field(default=30 * 86400, ge=300)
     login_max_attempts: int = Field(default=10, ge=1)
     login_window_s: int = Field(default=300, ge=1)
+    bcrypt_rounds: int = Field(default=12, ge=4, le=16)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     local_destination_roots: Annotated[tuple[Path, ...], NoDecode] = ()
 

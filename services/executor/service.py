@@ -1,36 +1,48 @@
-"""The executor: takes jobs from the durable work queue and runs them (engine
-adapters arrive with issue #4; until a handler exists for a subject, its jobs stay
-queued instead of being consumed)."""
+"""The executor: takes backup (and later restore) jobs from the durable work queue
+and answers connection tests."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from proto.subjects import EXECUTOR_DURABLE, JOBS_STREAM
+from proto.subjects import BACKUP_REQUESTED, EXECUTOR_DURABLE, JOBS_STREAM
+from services.common.credentials import CredentialCipher
+from services.common.db.engine import session_factory
 from services.common.lifecycle import Runtime, Service
-from services.executor.worker import Handler, JobWorker
+from services.executor.backup import BackupHandler
+from services.executor.connection_test import ConnectionTester
+from services.executor.context import ExecutorContext
+from services.executor.worker import JobWorker
 
 
 class ExecutorService(Service):
     name: ClassVar[str] = "executor"
 
-    def __init__(self, handlers: dict[str, Handler] | None = None) -> None:
-        self._handlers = handlers or {}
+    def __init__(self) -> None:
         self._worker: JobWorker | None = None
+        self._tester: ConnectionTester | None = None
 
     async def start(self, runtime: Runtime) -> None:
-        if not self._handlers:
-            return
+        ctx = ExecutorContext(
+            settings=runtime.settings,
+            sessions=session_factory(runtime.engine),
+            nc=runtime.nc,
+            cipher=CredentialCipher(runtime.secrets.credential_keys),
+        )
+        self._tester = ConnectionTester(ctx)
+        await self._tester.start()
         self._worker = JobWorker(
             runtime.js,
             stream=JOBS_STREAM,
             durable=EXECUTOR_DURABLE,
-            handlers=self._handlers,
+            handlers={BACKUP_REQUESTED: BackupHandler(ctx)},
             work=runtime.work,
             concurrency=runtime.settings.executor_concurrency,
         )
         await self._worker.start()
 
     async def stop_taking_work(self) -> None:
+        if self._tester is not None:
+            await self._tester.stop()
         if self._worker is not None:
             await self._worker.stop_taking_work()
