@@ -106,6 +106,7 @@ async def serve(service: Service, settings: Settings) -> int:
                 js,
                 duplicate_window=settings.jobs_duplicate_window_s,
                 replicas=settings.stream_replicas,
+                ack_wait=settings.job_ack_wait_s,
             ),
             stopping,
             max_delay=retry_max,

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     jobs_duplicate_window_s: float = Field(default=2 * 3600.0, gt=0)
     stream_replicas: int = Field(default=1, ge=1, le=5)
     executor_concurrency: int = Field(default=2, ge=1, le=64)
+    job_ack_wait_s: float = Field(default=60.0, ge=1)
     stall_timeout_s: float = Field(default=600.0, gt=0)
     progress_interval_s: float = Field(default=2.0, gt=0)
     shrink_warning_fraction: float = Field(default=0.5, ge=0, le=1)

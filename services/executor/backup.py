@@ -31,7 +31,7 @@ from proto.jobs import BackupRequested
 from proto.values import ArtifactCopy, CopyStatus, OverlapPolicy
 from services.common.db.enums import BackupStatus
 from services.common.db.enums import Compression as Algorithm
-from services.common.db.models import Database, Destination, Project
+from services.common.db.models import Backup, Database, Destination, Project
 from services.common.destinations import driver_for
 from services.common.destinations.base import Driver, Writer
 from services.common.errors import BackupManagerError
@@ -106,7 +106,7 @@ class BackupRun:
             await self._failed("internal_error", "unexpected error in the executor; see its log")
 
     async def _run(self) -> None:
-        database, project, destinations = await self._load()
+        database, project, destinations, queued_at = await self._load()
         target = self.target = await self._target(database)
         adapter = adapter_for(target.engine)
         await self._event(BackupStarted(**self._ids(), trigger=self.job.trigger,
@@ -119,13 +119,15 @@ class BackupRun:
         stored = False
         try:
             async with adapter.dump_command(target, probe.server_version) as spec:
+                # The key depends only on the job, so a redelivered run finds (and
+                # discards) what a crashed attempt left half-written.
+                extension = spec.extension + EXTENSIONS[algorithm]
                 self.key = artifact_key(
-                    project.slug,
-                    database.name,
-                    self.job.backup_id,
-                    self.started,
-                    spec.extension + EXTENSIONS[algorithm],
+                    project.slug, database.name, self.job.backup_id, queued_at, extension
                 )
+                for driver in drivers:
+                    if await driver.discard_partials(self.key):
+                        log.warning("discarded a partial artifact of an earlier attempt")
                 writers = [await driver.open_writer(self.key) for driver in drivers]
                 await self._stream(spec, adapter.magic, writers, algorithm)
             for writer in writers:
@@ -181,8 +183,11 @@ class BackupRun:
                 return False
             await asyncio.sleep(OVERLAP_POLL_S)  # overlap "queue": wait for the other run
 
-    async def _load(self) -> tuple[Database, Project, list[Destination]]:
+    async def _load(self) -> tuple[Database, Project, list[Destination], datetime]:
         async with self.ctx.sessions() as session:
+            queued_at = await session.scalar(
+                select(Backup.queued_at).where(Backup.id == self.job.backup_id)
+            )
             database = await session.get(Database, self.job.database_id)
             if database is None:
                 raise RunFailed("database_missing", "the database was deleted before the run")
@@ -192,7 +197,7 @@ class BackupRun:
             ))  # fmt: skip
         if project is None or len(rows) != len(set(self.job.destination_ids)):
             raise RunFailed("destination_missing", "a destination of this backup no longer exists")
-        return database, project, rows
+        return database, project, rows, queued_at or self.started
 
     async def _target(self, database: Database) -> Target:
         token = database.encrypted_password

@@ -38,6 +38,7 @@ class ExecutorService(Service):
             handlers={BACKUP_REQUESTED: BackupHandler(ctx)},
             work=runtime.work,
             concurrency=runtime.settings.executor_concurrency,
+            heartbeat_s=runtime.settings.job_ack_wait_s / 4,
         )
         await self._worker.start()
 

@@ -64,6 +64,10 @@ class Driver(abc.ABC):
     async def stat(self, key: str) -> ObjectInfo: ...
 
     @abc.abstractmethod
+    async def discard_partials(self, key: str) -> int:
+        """Remove unfinished writes of ``key`` left by a crashed writer; returns how many."""
+
+    @abc.abstractmethod
     async def delete(self, key: str) -> bool:
         """Remove the artifact; False if it was not there."""
 

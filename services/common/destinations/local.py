@@ -133,6 +133,17 @@ class LocalDriver(Driver):
             raise ArtifactMissing(f"artifact {key} is missing from {self.root}") from None
         return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
+    async def discard_partials(self, key: str) -> int:
+        final = self.path_of(key)
+
+        def discard() -> int:
+            found = list(final.parent.glob(f"{TEMP_PREFIX}{final.name}.*"))
+            for path in found:
+                path.unlink(missing_ok=True)
+            return len(found)
+
+        return await asyncio.to_thread(discard)
+
     async def delete(self, key: str) -> bool:
         path = self.path_of(key)
         try:

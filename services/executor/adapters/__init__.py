@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from services.common.errors import BackupManagerError
 from services.executor.adapters.base import Adapter
+from services.executor.adapters.mongodb import MongoAdapter
+from services.executor.adapters.mysql import MariaDBAdapter, MySQLAdapter
 from services.executor.adapters.postgres import PostgresAdapter
+from services.executor.adapters.redis import RedisAdapter
 
-ADAPTERS: dict[str, Adapter] = {adapter.engine: adapter for adapter in (PostgresAdapter(),)}
+ADAPTERS: dict[str, Adapter] = {
+    adapter.engine: adapter
+    for adapter in (
+        PostgresAdapter(),
+        MySQLAdapter(),
+        MariaDBAdapter(),
+        MongoAdapter(),
+        RedisAdapter(),
+    )
+}
 
 
 class UnknownEngine(BackupManagerError):
