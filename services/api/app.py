@@ -8,6 +8,7 @@ from services.api.domain.audit import write_audit
 from services.api.views import (
     audit,
     auth,
+    backups,
     databases,
     destinations,
     projects,
@@ -29,6 +30,7 @@ AREAS: list[Endpoints] = [
     databases.routes,
     destinations.routes,
     schedules.routes,
+    backups.routes,
     stats.routes,
     audit.routes,
 ]

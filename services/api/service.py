@@ -8,6 +8,7 @@ from aiohttp import web
 
 from services.api.app import setup_api
 from services.api.context import API, ApiContext
+from services.api.domain.destinations import ensure_default_destination
 from services.common.credentials import CredentialCipher
 from services.common.db.engine import session_factory
 from services.common.lifecycle import Runtime, Service
@@ -25,10 +26,14 @@ class ApiService(Service):
 
     async def start(self, runtime: Runtime) -> None:
         assert self._app is not None
-        self._app[API] = ApiContext(
+        ctx = ApiContext(
             settings=runtime.settings,
             secrets=runtime.secrets,
             sessions=session_factory(runtime.engine),
             nc=runtime.nc,
             cipher=CredentialCipher(runtime.secrets.credential_keys),
         )
+        # A fresh install can back up right away into <BM_STORAGE_DIR>/default.
+        async with ctx.transaction() as session:
+            await ensure_default_destination(session, runtime.settings)
+        self._app[API] = ctx

@@ -3,6 +3,7 @@
 migrate                  upgrade the metadata DB to the newest schema
 create-admin             create the first admin (BM_ADMIN_EMAIL / BM_ADMIN_PASSWORD)
 generate-key             print a new Fernet key for BM_CREDENTIAL_KEYS
+re-encrypt-credentials   re-encrypt every stored credential under the newest key
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from services.common.migrate import upgrade
 from services.common.secrets import resolve_secrets
 from services.common.settings import Settings
 from services.manage.admin import ensure_first_admin
+from services.manage.credentials import reencrypt_credentials
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,6 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="upgrade the metadata DB to the newest schema")
     sub.add_parser("create-admin", help="create the first admin if there are no users")
     sub.add_parser("generate-key", help="print a new Fernet key")
+    sub.add_parser(
+        "re-encrypt-credentials",
+        help="re-encrypt every stored credential under the first key of BM_CREDENTIAL_KEYS",
+    )
     return parser
 
 
@@ -38,7 +44,7 @@ async def _run(command: str, settings: Settings) -> int:
     if command == "generate-key":
         print(Fernet.generate_key().decode())
         return 0
-    resolve_secrets(settings)
+    secrets = resolve_secrets(settings)
     if command == "migrate":
         await upgrade(settings.database_url)
         print("metadata DB is at the newest schema")
@@ -51,6 +57,9 @@ async def _run(command: str, settings: Settings) -> int:
             print(
                 f"admin created: {email}" + (f"\none-time password: {password}" if password else "")
             )
+    elif command == "re-encrypt-credentials":
+        report = await reencrypt_credentials(settings.database_url, secrets.credential_keys)
+        print(report.summary())
     return 0
 
 

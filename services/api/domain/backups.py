@@ -1,0 +1,259 @@
+"""Backups seen from the API: back up now, list and inspect runs, delete them with
+their artifacts, and find the copy to download. Runs themselves are written by the
+executor; the API only creates the queued row and the job."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from nats.aio.client import Client as NATS
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from proto.backup_events import BackupDeleted
+from proto.jobs import BackupRequested
+from proto.values import Compression, Trigger
+from services.api.auth.principal import Principal
+from services.api.domain.access import require_role, visible_projects
+from services.api.domain.databases import get_database
+from services.api.web.errors import Conflict, ServiceUnavailable, ValidationFailed, not_found
+from services.api.web.pagination import PageQuery, paginate
+from services.common.db.enums import BackupStatus, CopyStatus, DestinationKind, ProjectRole
+from services.common.db.models import (
+    Backup,
+    BackupCopy,
+    Database,
+    Destination,
+    Schedule,
+    schedule_destinations,
+)
+from services.common.destinations import driver_for
+from services.common.destinations.base import DestinationError, Driver
+from services.common.streams import publish
+
+log = logging.getLogger(__name__)
+BACKUP = "backup"
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+@dataclass(frozen=True)
+class Filters:
+    project_id: uuid.UUID | None = None
+    database_id: uuid.UUID | None = None
+    schedule_id: uuid.UUID | None = None
+    status: BackupStatus | None = None
+    trigger: Trigger | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+async def queue_backup(
+    session: AsyncSession,
+    principal: Principal,
+    database_id: uuid.UUID,
+    *,
+    destination_ids: list[uuid.UUID] | None,
+    compression: Compression,
+    timeout_s: int,
+) -> tuple[Backup, BackupRequested]:
+    """Create the queued row and the job (published by the caller after commit)."""
+    database = await get_database(session, principal, database_id, ProjectRole.OPERATOR)
+    destinations = await _destinations_for(session, database, destination_ids)
+    backup = Backup(database_id=database.id, trigger=Trigger.MANUAL,
+                    requested_by_id=principal.user_id)  # fmt: skip
+    session.add(backup)
+    await session.flush()
+    job = BackupRequested(
+        backup_id=backup.id, project_id=database.project_id, database_id=database.id,
+        trigger=Trigger.MANUAL, requested_by=principal.user_id, timeout_s=timeout_s,
+        compression=compression, destination_ids=tuple(destinations),
+    )  # fmt: skip
+    return backup, job
+
+
+async def send_job(nc: NATS | None, job: BackupRequested) -> None:
+    if nc is None or not nc.is_connected:
+        raise ServiceUnavailable("the job queue (NATS) is unavailable; nothing was queued")
+    try:
+        await publish(nc, job)
+    except Exception as exc:
+        log.warning("could not queue backup %s: %s", job.backup_id, exc)
+        raise ServiceUnavailable("the job queue refused the job; nothing was queued") from None
+
+
+async def _destinations_for(
+    session: AsyncSession, database: Database, wanted: list[uuid.UUID] | None
+) -> list[uuid.UUID]:
+    usable = select(Destination).where(
+        Destination.enabled.is_(True),
+        (Destination.project_id.is_(None)) | (Destination.project_id == database.project_id),
+    )
+    if wanted is not None:
+        found = {d.id for d in await session.scalars(usable.where(Destination.id.in_(wanted)))}
+        missing = {
+            f"destination_ids.{i}": "no such enabled destination for this database's project"
+            for i, destination_id in enumerate(wanted) if destination_id not in found
+        }  # fmt: skip
+        if missing:
+            raise ValidationFailed("Some destinations cannot be used", fields=missing)
+        return sorted(set(wanted))
+    from_schedules = set(
+        await session.scalars(
+            select(schedule_destinations.c.destination_id)
+            .join(Schedule, Schedule.id == schedule_destinations.c.schedule_id)
+            .where(Schedule.database_id == database.id)
+        )
+    )
+    if from_schedules:
+        return sorted(from_schedules)
+    local = list(await session.scalars(usable.where(Destination.kind == DestinationKind.LOCAL)
+                                       .order_by(Destination.created_at)))  # fmt: skip
+    if not local:
+        message = "choose a destination: none is set up for this database's project"
+        raise ValidationFailed(message, fields={"destination_ids": message})
+    # The project's own destination first (it set one up on purpose), else a global one.
+    own_first = sorted(local, key=lambda d: d.project_id is None)
+    return [own_first[0].id]
+
+
+def _scoped(principal: Principal) -> Select[Backup]:
+    return (
+        select(Backup)
+        .join(Database, Database.id == Backup.database_id)
+        .where(visible_projects(principal, Database.project_id))
+    )
+
+
+async def list_backups(
+    session: AsyncSession, principal: Principal, page: PageQuery, filters: Filters
+) -> tuple[list[Backup], str | None, int | None]:
+    stmt = _scoped(principal)
+    if filters.project_id is not None:
+        stmt = stmt.where(Database.project_id == filters.project_id)
+    if filters.database_id is not None:
+        stmt = stmt.where(Backup.database_id == filters.database_id)
+    if filters.schedule_id is not None:
+        stmt = stmt.where(Backup.schedule_id == filters.schedule_id)
+    if filters.status is not None:
+        stmt = stmt.where(Backup.status == filters.status)
+    if filters.trigger is not None:
+        stmt = stmt.where(Backup.trigger == filters.trigger)
+    if filters.since is not None:
+        stmt = stmt.where(Backup.queued_at >= filters.since)
+    if filters.until is not None:
+        stmt = stmt.where(Backup.queued_at < filters.until)
+    return await paginate(session, stmt, page, order=(Backup.queued_at, Backup.id))
+
+
+async def get_backup(
+    session: AsyncSession, principal: Principal, backup_id: uuid.UUID,
+    at_least: ProjectRole = ProjectRole.VIEWER,
+) -> tuple[Backup, uuid.UUID]:  # fmt: skip
+    """The backup and its project id, if the caller may see it with ``at_least``."""
+    row = (
+        await session.execute(
+            select(Backup, Database.project_id)
+            .join(Database, Database.id == Backup.database_id)
+            .where(Backup.id == backup_id)
+        )
+    ).one_or_none()
+    if row is None:
+        raise not_found(BACKUP)
+    backup, project_id = row[0], row[1]
+    await require_role(session, principal, project_id, at_least, BACKUP)
+    return backup, project_id
+
+
+async def copies_of(
+    session: AsyncSession, backup_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[BackupCopy]]:
+    found: dict[uuid.UUID, list[BackupCopy]] = {i: [] for i in backup_ids}
+    if backup_ids:
+        for copy in await session.scalars(
+            select(BackupCopy).where(BackupCopy.backup_id.in_(backup_ids))
+            .order_by(BackupCopy.destination_id)
+        ):  # fmt: skip
+            found[copy.backup_id].append(copy)
+    return found
+
+
+async def project_ids_of(
+    session: AsyncSession, database_ids: set[uuid.UUID]
+) -> dict[uuid.UUID, uuid.UUID]:
+    if not database_ids:
+        return {}
+    rows = await session.execute(
+        select(Database.id, Database.project_id).where(Database.id.in_(database_ids))
+    )
+    return {row.id: row.project_id for row in rows}
+
+
+async def readable_copy(session: AsyncSession, backup: Backup) -> tuple[Driver, str, int]:
+    """A stored copy to read: its driver, key and size."""
+    if backup.status is not BackupStatus.SUCCEEDED or backup.artifact_key is None:
+        raise Conflict(f"this backup has no artifact to download (status {backup.status.value})")
+    rows = (
+        await session.execute(
+            select(BackupCopy, Destination)
+            .join(Destination, Destination.id == BackupCopy.destination_id)
+            .where(BackupCopy.backup_id == backup.id, BackupCopy.status == CopyStatus.STORED)
+            .order_by(Destination.created_at)
+        )
+    ).all()
+    for copy, destination in ((row[0], row[1]) for row in rows):
+        try:
+            driver = driver_for(destination)
+            info = await driver.stat(copy.artifact_key)
+        except DestinationError:
+            continue
+        return driver, copy.artifact_key, info.size
+    raise Conflict("no stored copy of this backup is readable right now")
+
+
+async def delete_backup(
+    session: AsyncSession, principal: Principal, backup_id: uuid.UUID
+) -> tuple[Backup, uuid.UUID, list[tuple[uuid.UUID, int]]]:
+    """Delete the artifacts (and manifests) of every copy, then the row."""
+    backup, project_id = await get_backup(session, principal, backup_id, ProjectRole.OWNER)
+    if backup.status in {BackupStatus.QUEUED, BackupStatus.RUNNING}:
+        raise Conflict("this backup is still queued or running; wait for it to finish")
+    rows = (
+        await session.execute(
+            select(BackupCopy, Destination)
+            .join(Destination, Destination.id == BackupCopy.destination_id)
+            .where(BackupCopy.backup_id == backup.id)
+        )
+    ).all()
+    removed: list[tuple[uuid.UUID, int]] = []
+    for copy, destination in ((row[0], row[1]) for row in rows):
+        try:
+            driver = driver_for(destination)
+            await driver.delete(copy.artifact_key)
+            await driver.delete(copy.artifact_key + MANIFEST_SUFFIX)
+        except DestinationError as exc:
+            raise Conflict(f"cannot delete the copy on {destination.name}: {exc}") from None
+        removed.append((destination.id, copy.size_bytes or 0))
+    await session.delete(backup)
+    await session.flush()
+    return backup, project_id, removed
+
+
+async def announce_deleted(
+    nc: NATS | None, backup: Backup, project_id: uuid.UUID, removed: list[tuple[uuid.UUID, int]],
+    deleted_by: uuid.UUID,
+) -> None:  # fmt: skip
+    if nc is None or backup.artifact_key is None:
+        return
+    entries: list[tuple[uuid.UUID | None, int]] = list(removed) or [(None, backup.bytes_out or 0)]
+    for destination_id, size in entries:
+        with contextlib.suppress(Exception):
+            await publish(nc, BackupDeleted(
+                backup_id=backup.id, project_id=project_id, database_id=backup.database_id,
+                schedule_id=backup.schedule_id, artifact_key=backup.artifact_key,
+                destination_id=destination_id, size_bytes=size, reason="deleted by a user",
+                deleted_by=deleted_by,
+            ))  # fmt: skip
