@@ -34,7 +34,7 @@ async def ensure_first_admin(settings: Settings) -> tuple[str, str | None] | Non
             password = given or generate_password()
             email = settings.admin_email.strip().lower()
             try:
-                password_hash = hash_password(password)
+                password_hash = hash_password(password, rounds=settings.bcrypt_rounds)
             except PasswordError as exc:
                 raise ConfigError(f"BM_ADMIN_PASSWORD is not usable: {exc}") from None
             session.add(User(email=email, password_hash=password_hash, is_admin=True))

@@ -25,7 +25,13 @@ from tests.servers import NatsServer
 
 @pytest.fixture
 def api_settings(tmp_path: Path, sqlite_url: str) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=sqlite_url, max_body_bytes=64 * 1024)
+    # The lowest bcrypt cost: many tests hash passwords through the real endpoints.
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=sqlite_url,
+        max_body_bytes=64 * 1024,
+        bcrypt_rounds=4,
+    )
 
 
 @pytest.fixture

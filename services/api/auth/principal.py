@@ -78,7 +78,7 @@ async def _from_api_token(session: AsyncSession, token: str, now: datetime) -> P
     ).one_or_none()
     if row is None:
         raise Unauthorized("unknown API token")
-    api_token, user = row.tuple()
+    api_token, user = row
     if api_token.revoked_at is not None:
         raise Unauthorized("this API token was revoked")
     if api_token.expires_at is not None and api_token.expires_at <= now:

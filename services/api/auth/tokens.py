@@ -41,14 +41,24 @@ def decode_access_token(token: str, *, secret: str, now: datetime) -> uuid.UUID:
             secret,
             algorithms=[ALGORITHM],
             issuer=ISSUER,
-            options={"require": ["exp", "iat", "sub", "typ"], "verify_exp": False},
+            options={
+                "require": ["exp", "iat", "sub", "typ"],
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+            },
         )
     except jwt.PyJWTError:
         raise InvalidToken("invalid access token") from None
-    # Expiry is checked against our clock (injectable in tests), not the wall clock.
+    # Only expiry is checked, against our clock (injectable in tests), not PyJWT's
+    # wall clock; an issue time ahead of our clock just means skewed clocks.
     if claims.get("typ") != ACCESS_TYPE:
         raise InvalidToken("not an access token")
-    if int(claims["exp"]) <= now.timestamp():
+    try:
+        expires = int(claims["exp"])
+    except (TypeError, ValueError):
+        raise InvalidToken("invalid access token") from None
+    if expires <= now.timestamp():
         raise InvalidToken("access token expired")
     try:
         return uuid.UUID(str(claims["sub"]))

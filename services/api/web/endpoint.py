@@ -254,8 +254,13 @@ async def _authenticate(request: web.Request, ctx: ApiContext, route: Route) -> 
         if route.auth == "public":
             return None
         raise Unauthorized("log in first: send 'Authorization: Bearer <token>'")
-    async with ctx.transaction() as session:
-        principal = await resolve_principal(session, ctx, token, ctx.clock())
+    try:
+        async with ctx.transaction() as session:
+            principal = await resolve_principal(session, ctx, token, ctx.clock())
+    except Unauthorized:
+        if route.auth == "public":
+            return None  # e.g. an expired access token sent along to /auth/refresh
+        raise
     if route.auth == "admin" and not principal.acts_as_admin:
         raise Forbidden("only an administrator may do this")
     return principal
