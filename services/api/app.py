@@ -12,6 +12,7 @@ from services.api.views import (
     databases,
     destinations,
     projects,
+    restores,
     schedules,
     stats,
     users,
@@ -31,6 +32,7 @@ AREAS: list[Endpoints] = [
     destinations.routes,
     schedules.routes,
     backups.routes,
+    restores.routes,
     stats.routes,
     audit.routes,
 ]

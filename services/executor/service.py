@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from proto.subjects import BACKUP_REQUESTED, EXECUTOR_DURABLE, JOBS_STREAM
+from proto.subjects import BACKUP_REQUESTED, EXECUTOR_DURABLE, JOBS_STREAM, RESTORE_REQUESTED
 from services.common.credentials import CredentialCipher
 from services.common.db.engine import session_factory
 from services.common.lifecycle import Runtime, Service
 from services.executor.backup import BackupHandler
 from services.executor.connection_test import ConnectionTester
 from services.executor.context import ExecutorContext
+from services.executor.restore import RestoreHandler
 from services.executor.worker import JobWorker
 
 
@@ -35,7 +36,7 @@ class ExecutorService(Service):
             runtime.js,
             stream=JOBS_STREAM,
             durable=EXECUTOR_DURABLE,
-            handlers={BACKUP_REQUESTED: BackupHandler(ctx)},
+            handlers={BACKUP_REQUESTED: BackupHandler(ctx), RESTORE_REQUESTED: RestoreHandler(ctx)},
             work=runtime.work,
             concurrency=runtime.settings.executor_concurrency,
             heartbeat_s=runtime.settings.job_ack_wait_s / 4,

@@ -71,7 +71,10 @@ class Tool:
             yield chunk
 
     async def feed(self, chunks: AsyncIterator[bytes]) -> None:
-        """Write ``chunks`` to the tool's stdin with back-pressure, then close it."""
+        """Write ``chunks`` to the tool's stdin with back-pressure, then close it.
+
+        If producing the chunks fails, the tool is killed instead: a restore tool
+        must never see a clean end of input (and commit) after a bad stream."""
         assert self.process is not None
         assert self.process.stdin is not None
         stdin = self.process.stdin
@@ -79,10 +82,14 @@ class Tool:
             async for chunk in chunks:
                 stdin.write(chunk)
                 await stdin.drain()
-        finally:
-            stdin.close()
-            with contextlib.suppress(ConnectionError):
-                await stdin.wait_closed()
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the tool stopped reading: its exit code and stderr say why
+        except BaseException:
+            await self.kill()
+            raise
+        stdin.close()
+        with contextlib.suppress(ConnectionError):
+            await stdin.wait_closed()
 
     async def wait(self) -> int:
         assert self.process is not None

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from proto.subjects import BACKUP_REQUESTED, EXECUTOR_DURABLE, JOBS_STREAM, RESTORE_REQUESTED
 from services.api.app import setup_api
 from services.api.context import API, ApiContext
 from services.common.credentials import CredentialCipher
@@ -19,6 +20,12 @@ from services.common.migrate import upgrade
 from services.common.secrets import resolve_secrets
 from services.common.settings import Settings
 from services.common.streams import ensure_streams
+from services.common.work import WorkTracker
+from services.executor.backup import BackupHandler
+from services.executor.connection_test import ConnectionTester
+from services.executor.context import ExecutorContext
+from services.executor.restore import RestoreHandler
+from services.executor.worker import JobWorker
 from tests.api.client import Api
 from tests.servers import NatsServer
 
@@ -55,3 +62,33 @@ async def api(api_settings: Settings, nats_server: NatsServer) -> AsyncIterator[
         yield Api(client, ctx)
     await nc.close()
     await engine.dispose()
+
+
+@pytest.fixture
+async def api_executor(api: Api) -> AsyncIterator[ExecutorContext]:
+    """An executor in this process (backups, restores, connection tests), sharing the
+    API's metadata DB and NATS."""
+    assert api.ctx.nc is not None
+    ctx = ExecutorContext(
+        settings=api.ctx.settings,
+        sessions=api.ctx.sessions,
+        nc=api.ctx.nc,
+        cipher=api.ctx.cipher,
+        executor_id="api-test-executor",
+    )
+    work = WorkTracker()
+    worker = JobWorker(
+        api.ctx.nc.jetstream(),
+        stream=JOBS_STREAM,
+        durable=EXECUTOR_DURABLE,
+        handlers={BACKUP_REQUESTED: BackupHandler(ctx), RESTORE_REQUESTED: RestoreHandler(ctx)},
+        work=work,
+        concurrency=2,
+    )
+    tester = ConnectionTester(ctx)
+    await worker.start()
+    await tester.start()
+    yield ctx
+    await tester.stop()
+    await worker.stop_taking_work()
+    await work.drain(5)

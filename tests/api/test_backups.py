@@ -7,41 +7,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from proto.subjects import BACKUP_REQUESTED, EXECUTOR_DURABLE, JOBS_STREAM
-from services.common.work import WorkTracker
-from services.executor.backup import BackupHandler
-from services.executor.connection_test import ConnectionTester
+from proto.subjects import JOBS_STREAM
 from services.executor.context import ExecutorContext
-from services.executor.worker import JobWorker
 from tests.api.client import Actor, Api
 from tests.servers import Database, PostgresServer
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def executor(api: Api) -> AsyncIterator[ExecutorContext]:
-    """An executor in this process, sharing the API's metadata DB and NATS."""
-    assert api.ctx.nc is not None
-    ctx = ExecutorContext(settings=api.ctx.settings, sessions=api.ctx.sessions, nc=api.ctx.nc,
-                          cipher=api.ctx.cipher, executor_id="api-test-executor")  # fmt: skip
-    work = WorkTracker()
-    worker = JobWorker(api.ctx.nc.jetstream(), stream=JOBS_STREAM, durable=EXECUTOR_DURABLE,
-                       handlers={BACKUP_REQUESTED: BackupHandler(ctx)}, work=work,
-                       concurrency=2)  # fmt: skip
-    tester = ConnectionTester(ctx)
-    await worker.start()
-    await tester.start()
-    yield ctx
-    await tester.stop()
-    await worker.stop_taking_work()
-    await work.drain(5)
 
 
 async def setup_database(
@@ -75,7 +51,7 @@ async def wait_final(api: Api, actor: Actor, backup_id: str) -> dict[str, Any]:
 
 
 async def test_back_up_now_download_and_delete(
-    api: Api, executor: ExecutorContext, pg_server: PostgresServer, pg_database: Database,
+    api: Api, api_executor: ExecutorContext, pg_server: PostgresServer, pg_database: Database,
     tmp_path: Path,
 ) -> None:  # fmt: skip
     pg_server.execute("CREATE TABLE t AS SELECT i FROM generate_series(1, 1000) i",
@@ -140,7 +116,7 @@ async def test_back_up_now_download_and_delete(
 
 
 async def test_failed_backup_is_visible_with_its_error(
-    api: Api, executor: ExecutorContext, pg_server: PostgresServer, pg_database: Database,
+    api: Api, api_executor: ExecutorContext, pg_server: PostgresServer, pg_database: Database,
     tmp_path: Path,
 ) -> None:  # fmt: skip
     owner = await api.user("owner")
@@ -155,7 +131,7 @@ async def test_failed_backup_is_visible_with_its_error(
 
 
 async def test_connection_test_through_an_executor(
-    api: Api, executor: ExecutorContext, pg_server: PostgresServer, pg_database: Database,
+    api: Api, api_executor: ExecutorContext, pg_server: PostgresServer, pg_database: Database,
     tmp_path: Path,
 ) -> None:  # fmt: skip
     owner = await api.user("owner")

@@ -68,6 +68,14 @@ class DatabaseError(BackupManagerError):
             self.code = code
 
 
+def target_not_empty(target: Target) -> DatabaseError:
+    return DatabaseError(
+        f"Database {target.database!r} on {target.where} is not empty: restore in "
+        "'replace' mode, or choose a new database name",
+        code="target_not_empty",
+    )
+
+
 def unreachable(target: Target, why: str) -> DatabaseError:
     return DatabaseError(
         f"Cannot reach {target.where}: {why} — check host, port and firewall",
@@ -136,6 +144,17 @@ class Adapter(abc.ABC):
         self, target: Target, server_version: str
     ) -> contextlib.AbstractAsyncContextManager[DumpSpec]:
         """The tool to run, with any secret files it needs alive inside the block."""
+
+    async def prepare_restore(self, target: Target, mode: str) -> None:
+        """Make the target ready: create the database where the engine allows, and
+        refuse a target that is not empty when ``mode`` is ``into-empty``."""
+        raise DatabaseError(f"restoring {self.engine} is not supported yet", code="not_supported")
+
+    def restore_command(
+        self, target: Target, server_version: str, mode: str, *, no_owner: bool
+    ) -> contextlib.AbstractAsyncContextManager[DumpSpec]:
+        """The tool that reads the (decompressed) dump on its stdin."""
+        raise DatabaseError(f"restoring {self.engine} is not supported yet", code="not_supported")
 
     def stderr_error(self, stderr: str) -> str | None:
         """An error line in the tool's stderr even though it exited 0, if any."""

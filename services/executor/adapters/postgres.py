@@ -32,6 +32,7 @@ from services.executor.adapters.base import (
     database_missing,
     refused,
     secret_file,
+    target_not_empty,
     timed_out,
     tls_problem,
     unreachable,
@@ -138,9 +139,35 @@ class PostgresAdapter(Adapter):
             ]  # fmt: skip
             yield DumpSpec(argv, env, "postgresql-custom", "pgdump", tool_version)
 
+    async def prepare_restore(self, target: Target, mode: str) -> None:
+        await prepare_postgres_restore(target, mode)
+
+    @contextlib.asynccontextmanager
+    async def restore_command(
+        self, target: Target, server_version: str, mode: str, *, no_owner: bool
+    ) -> AsyncIterator[DumpSpec]:
+        dump_tool, version = choose_pg_dump(server_version)
+        tool = str(Path(dump_tool).with_name("pg_restore"))
+        with secret_file(_passfile_line(target), suffix=".pgpass") as passfile:
+            env = {
+                "PATH": "/usr/bin:/bin",
+                "PGPASSFILE": str(passfile),
+                "PGSSLMODE": _ssl_arg(target.tls_mode),
+                "PGAPPNAME": "backupmanager",
+            }
+            argv = [
+                tool, "--exit-on-error", "--single-transaction", "--no-password",
+                f"--host={target.host}", f"--port={target.port}",
+                f"--username={target.username}", f"--dbname={target.database}",
+                *(["--clean", "--if-exists"] if mode == "replace" else []),
+                *(["--no-owner", "--no-privileges"] if no_owner else []),
+            ]  # fmt: skip
+            yield DumpSpec(argv, env, "postgresql-custom", "pgdump", version)
+
     def stderr_error(self, stderr: str) -> str | None:
         for line in stderr.splitlines():
-            if "error:" in line.lower() or line.lower().startswith("pg_dump: fatal"):
+            lowered = line.lower()
+            if "error:" in lowered or lowered.startswith(("pg_dump: fatal", "pg_restore: fatal")):
                 return line.strip()
         return None
 
@@ -152,7 +179,7 @@ def pg_dump_options(target: Target) -> list[str]:
     return list(extra.flags)
 
 
-def _ssl_arg(tls_mode: str) -> str | ssl.SSLContext | bool:
+def _ssl_arg(tls_mode: str) -> str:
     return tls_mode if tls_mode in SSL_MODES else "prefer"
 
 
@@ -184,3 +211,45 @@ def _translate(exc: BaseException, target: Target, timeout_s: float) -> Database
     if isinstance(exc, asyncpg.PostgresError):
         return DatabaseError(f"PostgreSQL at {target.where} refused the connection: {exc}")
     return DatabaseError(f"Cannot connect to {target.where}: {type(exc).__name__}")
+
+
+# -- restore -----------------------------------------------------------------------
+
+_USER_RELATIONS = """
+SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+  AND c.relkind IN ('r', 'v', 'm', 'S', 'f', 'p')
+"""
+
+
+async def _connect(target: Target, database: str, timeout_s: float = 15) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(
+            host=target.host, port=target.port, user=target.username,
+            password=target.password or None, database=database, timeout=timeout_s,
+            ssl=_ssl_arg(target.tls_mode),
+        )  # fmt: skip
+    except Exception as exc:
+        raise _translate(exc, target, timeout_s) from None
+
+
+async def prepare_postgres_restore(target: Target, mode: str) -> None:
+    admin = await _connect(target, "postgres")
+    try:
+        exists = await admin.fetchval(
+            "SELECT 1 FROM pg_database WHERE datname = $1", target.database
+        )
+        if not exists:
+            quoted = '"' + target.database.replace('"', '""') + '"'
+            await admin.execute(f"CREATE DATABASE {quoted}")
+            return
+    finally:
+        await admin.close(timeout=5)
+    if mode == "into-empty":
+        conn = await _connect(target, target.database)
+        try:
+            if await conn.fetchval(_USER_RELATIONS):
+                raise target_not_empty(target)
+        finally:
+            await conn.close(timeout=5)
