@@ -221,8 +221,9 @@ class BackupRun:
             if head.startswith(magic):
                 await pump(source, compressor(algorithm, self.job.compression.level), writers,
                            self.stats)  # fmt: skip
-            else:
-                await tool.kill()
+            elif head:
+                await tool.kill()  # not a dump: stop it before it fills the pipe
+            # (with no output at all, the tool is ending by itself: keep its stderr)
             code = await tool.wait()
         finally:
             watchdog.cancel()

@@ -94,7 +94,7 @@ class Tool:
     async def wait(self) -> int:
         assert self.process is not None
         code = await self.process.wait()
-        if self._stderr_task is not None:
+        if self._stderr_task is not None and not self._stderr_task.cancelled():
             await self._stderr_task
         return code
 

@@ -202,11 +202,11 @@ async def test_backup_restores_rows_triggers_routines_and_events(
     assert await query(mariadb_server, restored, "SELECT with_tax(10)") == [(Decimal("12.00"),)]
     routines = await query(mariadb_server, restored,
                            "SELECT routine_name FROM information_schema.routines "
-                           f"WHERE routine_schema = '{restored}' ORDER BY 1")  # fmt: skip
+                           "WHERE routine_schema = %s ORDER BY 1", restored)  # fmt: skip
     assert routines == [("count_items",), ("with_tax",)]
     events = await query(mariadb_server, restored,
                          "SELECT event_name FROM information_schema.events "
-                         f"WHERE event_schema = '{restored}'")  # fmt: skip
+                         "WHERE event_schema = %s", restored)  # fmt: skip
     assert events == [("purge_nothing",)]
 
 
@@ -300,7 +300,8 @@ async def test_probe_reports_version_size_and_latency(
                     password=mariadb_server.password)  # fmt: skip
     result = await adapter_for("mariadb").probe(target, 10)
     assert "MariaDB" in result.server_version
-    assert result.database_size_bytes is not None and result.database_size_bytes > 0
+    assert result.database_size_bytes is not None
+    assert result.database_size_bytes > 0
     assert result.latency_ms > 0
 
 
@@ -334,7 +335,8 @@ async def test_running_dump_exposes_no_password(
                 await asyncio.sleep(0.05)
         assert run.tool is not None
         tree = exposed(run.tool.pid)
-        assert tree and tree[0].pid == run.tool.pid
+        assert tree
+        assert tree[0].pid == run.tool.pid
         argv = tree[0].cmdline.split(b"\0")
         assert Path(argv[0].decode()).name in ("mariadb-dump", "mysqldump")
         assert argv[1].startswith(b"--defaults-extra-file=")  # must be the first argument
@@ -356,7 +358,7 @@ async def test_running_dump_exposes_no_password(
 async def _dump_is_waiting(server: MariaDBServer, dbname: str) -> bool:
     rows = await query(server, dbname,
                        "SELECT COUNT(*) FROM information_schema.processlist "
-                       f"WHERE db = '{dbname}' AND state LIKE 'Waiting for table%'")  # fmt: skip
+                       "WHERE db = %s AND state LIKE 'Waiting for table%%'", dbname)  # fmt: skip
     return bool(rows[0][0])
 
 
@@ -377,8 +379,10 @@ def test_stderr_errors_are_recognised() -> None:
     assert adapter.stderr_error("mariadb-dump: Got error: 1045: Access denied") is not None
     assert adapter.stderr_error("mysqldump: Couldn't execute 'SHOW x': boom (1146)") is not None
     assert adapter.stderr_error("Warning: Couldn't read keys from table t; not sorted") is None
-    assert adapter.stderr_error(
-        "mysqldump: [Warning] Using a password on the command line interface can be insecure."
-    ) == "the dump tool warned that a password was on its command line"
+    assert (
+        adapter.stderr_error(
+            "mysqldump: [Warning] Using a password on the command line interface can be insecure."
+        )
+        == "the dump tool warned that a password was on its command line"
+    )
     assert adapter.stderr_error("") is None
-

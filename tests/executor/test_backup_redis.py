@@ -6,15 +6,16 @@ and no password anywhere."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
-import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
 import zstandard
 from nats.aio.msg import Msg
 from redis.asyncio.retry import Retry
@@ -42,7 +43,7 @@ def client(host: str, port: int, password: str | None = None, db: int = 0) -> ai
 
 
 @pytest.fixture
-async def source(redis_server: RedisServer) -> AsyncIterator[RedisServer]:
+async def source(redis_server: RedisServer) -> RedisServer:
     """The per-test server with data in databases 0 and 3, starting full syncs at once
     (the default waits ``repl-diskless-sync-delay`` = 5 s for more replicas)."""
     conn = client(redis_server.host, redis_server.port, redis_server.password)
@@ -71,71 +72,84 @@ async def source(redis_server: RedisServer) -> AsyncIterator[RedisServer]:
             await other.aclose()
     finally:
         await conn.aclose()
-    yield redis_server
+    return redis_server
 
 
-async def snapshot(conn: aioredis.Redis) -> Snapshot:
+async def snapshot(host: str, port: int, password: str | None = None) -> Snapshot:
     """Every key of databases 0 and 3 with its type, value and whether it expires."""
     found: Snapshot = {}
     for db in (0, 3):
-        await conn.execute_command("SELECT", db)
-        async for key in conn.scan_iter(count=1000):
-            kind = (await conn.type(key)).decode()
-            value: Any
-            if kind == "string":
-                value = await conn.get(key)
-            elif kind == "hash":
-                value = await conn.hgetall(key)
-            elif kind == "list":
-                value = await conn.lrange(key, 0, -1)
-            elif kind == "set":
-                value = sorted(await conn.smembers(key))
-            elif kind == "zset":
-                value = await conn.zrange(key, 0, -1, withscores=True)
-            else:
-                raise AssertionError(f"unexpected type {kind} of {key!r}")
-            ttl = await conn.pttl(key)
-            found[(db, key)] = (kind, (value, ttl > 0))
+        conn = client(host, port, password, db=db)
+        try:
+            async for key in conn.scan_iter(count=1000):
+                found[(db, key)] = await _entry(conn, key)
+        finally:
+            await conn.aclose()
     return found
 
 
-async def ttls(conn: aioredis.Redis) -> dict[bytes, int]:
-    await conn.execute_command("SELECT", 0)
-    return {key: await conn.pttl(key) for key in (b"with-ttl", b"with-pttl", b"hash-ttl")}
+async def _entry(conn: aioredis.Redis, key: bytes) -> tuple[str, Any]:
+    kind = await conn.type(key)
+    kind = kind.decode() if isinstance(kind, bytes) else kind
+    value: Any
+    if kind == "string":
+        value = await conn.get(key)
+    elif kind == "hash":
+        value = await conn.hgetall(key)
+    elif kind == "list":
+        value = await conn.lrange(key, 0, -1)
+    elif kind == "set":
+        value = sorted(await conn.smembers(key))
+    elif kind == "zset":
+        value = await conn.zrange(key, 0, -1, withscores=True)
+    else:
+        raise AssertionError(f"unexpected type {kind} of {key!r}")
+    return kind, (value, await conn.pttl(key) > 0)
+
+
+async def ttls(host: str, port: int, password: str | None = None) -> dict[bytes, int]:
+    conn = client(host, port, password)
+    try:
+        return {key: await conn.pttl(key) for key in (b"with-ttl", b"with-pttl", b"hash-ttl")}
+    finally:
+        await conn.aclose()
 
 
 @pytest.fixture
-def rdb_loader(tmp_path: Path) -> Iterator[Any]:
-    """Starts a throw-away redis-server on 127.0.0.1 that loads a given RDB file."""
-    processes: list[subprocess.Popen[bytes]] = []
+async def rdb_loader(tmp_path: Path) -> AsyncIterator[Any]:
+    """Starts throw-away redis-servers on 127.0.0.1 that load a given RDB file; each
+    answers (host, port) once the file is loaded."""
+    processes: list[asyncio.subprocess.Process] = []
 
-    async def load(rdb: bytes) -> aioredis.Redis:
+    async def load(rdb: bytes) -> tuple[str, int]:
         binary = shutil.which("redis-server")
         assert binary is not None
         directory = tmp_path / unique_name("load")
         directory.mkdir()
         (directory / "dump.rdb").write_bytes(rdb)
         port = free_port()
-        process = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-             "--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        process = await asyncio.create_subprocess_exec(
+            binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+            "--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         processes.append(process)
         conn = client("127.0.0.1", port)
-        async with asyncio.timeout(20):
-            while True:
-                try:
-                    if await conn.ping():
-                        return conn
-                except Exception:  # starting, or loading the RDB: not yet
-                    assert process.poll() is None, "redis-server refused the RDB file"
-                await asyncio.sleep(0.05)
+        try:
+            async with asyncio.timeout(20):
+                while True:
+                    with contextlib.suppress(redis.exceptions.RedisError):
+                        if await conn.ping():  # not while it is still loading the file
+                            return "127.0.0.1", port
+                    assert process.returncode is None, "redis-server refused the RDB file"
+                    await asyncio.sleep(0.05)
+        finally:
+            await conn.aclose()
 
     yield load
     for process in processes:
         process.terminate()
-        process.wait(timeout=10)
+        await process.wait()
 
 
 async def seeded_redis(executor: ExecutorContext, tmp_path: Path, server: RedisServer, *,
@@ -182,19 +196,14 @@ async def test_backup_loads_into_a_fresh_server_with_the_same_keys(
     assert rdb.startswith(b"REDIS")
     assert len(rdb) == backup.bytes_in
 
-    original = client(source.host, source.port, source.password)
-    restored = await rdb_loader(rdb)
-    try:
-        expected = await snapshot(original)
-        assert len(expected) == 512
-        assert await snapshot(restored) == expected
-        before, after = await ttls(original), await ttls(restored)
-        for key, ttl in before.items():
-            assert 0 < after[key] <= ttl + 1000, key  # kept, not extended
-            assert after[key] > ttl - 120_000, key  # and not shortened by more than the test
-    finally:
-        await original.aclose()
-        await restored.aclose()
+    host, port = await rdb_loader(rdb)
+    expected = await snapshot(source.host, source.port, source.password)
+    assert len(expected) == 512
+    assert await snapshot(host, port) == expected
+    before, after = await ttls(source.host, source.port, source.password), await ttls(host, port)
+    for key, ttl in before.items():
+        assert 0 < after[key] <= ttl + 1000, key  # kept, not extended
+        assert after[key] > ttl - 120_000, key  # and not cut short
 
 
 async def test_acl_user_is_passed_and_missing_sync_permission_fails_the_run(
@@ -224,7 +233,7 @@ async def test_acl_user_is_passed_and_missing_sync_permission_fails_the_run(
     assert (backup.status, backup.error_code) == (BackupStatus.FAILED, "dump_failed")
     assert "SYNC" in (backup.error_message or "")
     assert "reader-pw-42" not in (backup.error_message or "") + (backup.log_tail or "")
-    assert stored_files(limited.storage) == []
+    assert not [path for path in stored_files(limited.storage) if str(job.backup_id) in path.name]
 
 
 async def test_wrong_password_fails_clearly_and_leaks_nothing(
@@ -273,7 +282,8 @@ async def test_probe_reports_version_size_and_latency(source: RedisServer) -> No
                     username="", password=source.password)  # fmt: skip
     result = await adapter_for("redis").probe(target, 5)
     assert result.server_version[0].isdigit()
-    assert result.database_size_bytes is not None and result.database_size_bytes > 0
+    assert result.database_size_bytes is not None
+    assert result.database_size_bytes > 0
     assert result.latency_ms > 0
 
 
@@ -291,14 +301,18 @@ async def test_running_dump_exposes_no_password(
     job = await queue_backup(executor, seeded)
     run = BackupRun(executor, job)
     task = asyncio.create_task(run.execute())
+    watcher = client(source.host, source.port, source.password)
     try:
-        async with asyncio.timeout(30):
-            while run.tool is None or run.tool.process is None or run.stats.bytes_in == 0:
-                await asyncio.sleep(0.01)
+        async with asyncio.timeout(30):  # until redis-cli has logged in and is syncing
+            while not any("S" in c["flags"] for c in await watcher.client_list()):
+                await asyncio.sleep(0.02)
         tool = run.tool
+        assert tool is not None
         tree = exposed(tool.pid)
-        assert tool.process is not None and tool.process.returncode is None  # still running
-        assert tree and tree[0].pid == tool.pid
+        assert tool.process is not None
+        assert tool.process.returncode is None  # still running
+        assert tree
+        assert tree[0].pid == tool.pid
         argv = tree[0].cmdline.split(b"\0")
         assert Path(argv[0].decode()).name == "redis-cli"
         assert b"--askpass" in argv
@@ -306,6 +320,7 @@ async def test_running_dump_exposes_no_password(
             assert not process.mentions(source.password), process.pid
             assert b"REDISCLI_AUTH" not in process.environ
     finally:
+        await watcher.aclose()
         await task
     backup = await load_backup(executor, job.backup_id)
     assert backup.status is BackupStatus.SUCCEEDED, backup.error_message

@@ -40,6 +40,7 @@ from services.executor.tool import ToolMissing
 ARCHIVE_MAGIC = bytes.fromhex("6de29981")
 """mongodump's archive starts with the magic number 0x8199e26d, little-endian."""
 DEFAULT_AUTH_DB = "admin"
+GUARD_S = 2.0
 AUTH_FAILED = 18  # MongoDB's AuthenticationFailed error code
 _FAILED = re.compile(r"(^|\s)Failed: ")
 
@@ -110,7 +111,8 @@ class MongoAdapter(Adapter):
         )
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout_s):
+            # the driver's own timeouts answer first, with the reason (refused, …)
+            async with asyncio.timeout(timeout_s + GUARD_S):
                 await client.admin.command("ping")
                 latency_ms = (time.perf_counter() - started) * 1000
                 info = await client.admin.command("buildInfo")
