@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from typing import ClassVar
 
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 from services.api.app import setup_api
 from services.api.context import API, ApiContext
@@ -12,6 +14,8 @@ from services.api.domain.destinations import ensure_default_destination
 from services.common.credentials import CredentialCipher
 from services.common.db.engine import session_factory
 from services.common.lifecycle import Runtime, Service
+
+log = logging.getLogger(__name__)
 
 
 class ApiService(Service):
@@ -34,6 +38,13 @@ class ApiService(Service):
             cipher=CredentialCipher(runtime.secrets.credential_keys),
         )
         # A fresh install can back up right away into <BM_STORAGE_DIR>/default.
-        async with ctx.transaction() as session:
-            await ensure_default_destination(session, runtime.settings)
+        try:
+            async with ctx.transaction() as session:
+                await ensure_default_destination(session, runtime.settings)
+        except SQLAlchemyError as exc:
+            log.warning(
+                "could not set up the default destination (%s); is the metadata DB "
+                "migrated? run: python -m services.manage migrate",
+                type(exc).__name__,
+            )
         self._app[API] = ctx

@@ -4,16 +4,26 @@ coming back."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from services.common.migrate import upgrade
 from tests.processes import SERVICES, ServiceProcess, free_port, service_env, wait_for_status
 from tests.servers import NatsServer, PostgresServer
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def sqlite_url(tmp_path: Path) -> str:
+    """The services run against a migrated metadata DB, as they do in production."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/meta.db"
+    await upgrade(url)
+    return url
 
 
 @pytest.fixture
@@ -87,6 +97,7 @@ def test_readyz_follows_the_metadata_db_and_recovers(
     nats_server: NatsServer, tmp_path: Path, processes: list[ServiceProcess]
 ) -> None:
     with PostgresServer() as postgres:
+        asyncio.run(upgrade(postgres.url("postgres")))
         env = service_env(tmp_path, nats_server.url, postgres.url("postgres"))
         process = start(processes, "storage", env, tmp_path)
         readyz = f"{process.base_url}/readyz"
