@@ -60,6 +60,16 @@ class Settings(BaseSettings):
     progress_interval_s: float = Field(default=2.0, gt=0)
     shrink_warning_fraction: float = Field(default=0.5, ge=0, le=1)
     connection_test_timeout_s: float = Field(default=10.0, gt=0)
+    scheduler_grace_s: float = Field(default=3600.0, ge=0)
+    scheduler_reconcile_s: float = Field(default=60.0, gt=0)
+    scheduler_max_missed: int = Field(default=100, ge=1, le=10_000)
+    failed_run_retention_days: int = Field(default=30, ge=0, le=36_500)
+    storage_sweep_interval_s: float = Field(default=3600.0, gt=0)
+    orphan_grace_s: float = Field(default=86400.0, ge=0)
+    integrity_interval_s: float = Field(default=7 * 86400.0, ge=0)
+    integrity_rate_bps: int = Field(default=20 * 1024 * 1024, ge=1)
+    low_space_bytes: int = Field(default=1024**3, ge=0)
+    low_space_fraction: float = Field(default=0.05, ge=0, le=1)
 
     allow_registration: bool = False
     access_token_ttl_s: int = Field(default=900, ge=30, le=86400)
@@ -95,6 +105,18 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
+
+    @model_validator(mode="after")
+    def _grace_within_dedupe_window(self) -> Settings:
+        # A slot may be published again up to the grace after its time (restart,
+        # second replica): JetStream must still remember its message id then.
+        if self.scheduler_grace_s >= self.jobs_duplicate_window_s:
+            raise ValueError(
+                f"BM_SCHEDULER_GRACE_S ({self.scheduler_grace_s:g}) must be less than "
+                f"BM_JOBS_DUPLICATE_WINDOW_S ({self.jobs_duplicate_window_s:g}), or a slot "
+                "fired again after a restart could be enqueued twice"
+            )
+        return self
 
     @model_validator(mode="after")
     def _defaults_in_data_dir(self) -> Settings:

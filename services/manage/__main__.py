@@ -4,6 +4,7 @@ migrate                  upgrade the metadata DB to the newest schema
 create-admin             create the first admin (BM_ADMIN_EMAIL / BM_ADMIN_PASSWORD)
 generate-key             print a new Fernet key for BM_CREDENTIAL_KEYS
 re-encrypt-credentials   re-encrypt every stored credential under the newest key
+reindex                  rebuild backup rows from the manifests in a local destination
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 from cryptography.fernet import Fernet
 
@@ -21,6 +23,7 @@ from services.common.secrets import resolve_secrets
 from services.common.settings import Settings
 from services.manage.admin import ensure_first_admin
 from services.manage.credentials import reencrypt_credentials
+from services.manage.reindex import reindex
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,12 +40,23 @@ def _parser() -> argparse.ArgumentParser:
         "re-encrypt-credentials",
         help="re-encrypt every stored credential under the first key of BM_CREDENTIAL_KEYS",
     )
+    reindex_cmd = sub.add_parser(
+        "reindex", help="rebuild backup rows from the manifests in a local destination"
+    )
+    reindex_cmd.add_argument("--destination-path", required=True, type=Path, metavar="PATH")
+    reindex_cmd.add_argument(
+        "--project", action="append", default=[], metavar="SLUG", help="only this project (repeat)"
+    )
     return parser
 
 
-async def _run(command: str, settings: Settings) -> int:
+async def _run(command: str, settings: Settings, args: argparse.Namespace | None = None) -> int:
     if command == "generate-key":
         print(Fernet.generate_key().decode())
+        return 0
+    if command == "reindex" and args is not None:
+        found = await reindex(settings.database_url, args.destination_path, projects=args.project)
+        print(found.summary())
         return 0
     secrets = resolve_secrets(settings)
     if command == "migrate":
@@ -68,7 +82,7 @@ def main() -> None:
     settings = Settings()
     configure_logging("manage", settings.log_level, settings.log_format)
     try:
-        raise SystemExit(asyncio.run(_run(args.command, settings)))
+        raise SystemExit(asyncio.run(_run(args.command, settings, args)))
     except BackupManagerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -14,7 +14,6 @@ from nats.aio.client import Client as NATS
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from proto.backup_events import BackupDeleted
 from proto.jobs import BackupRequested
 from proto.values import Compression, Trigger
 from services.api.auth.principal import Principal
@@ -22,6 +21,12 @@ from services.api.domain.access import require_role, visible_projects
 from services.api.domain.databases import get_database
 from services.api.web.errors import Conflict, ServiceUnavailable, ValidationFailed, not_found
 from services.api.web.pagination import PageQuery, paginate
+from services.common.artifacts import (
+    Removal,
+    copies_with_destinations,
+    deleted_events,
+    remove_copies,
+)
 from services.common.db.enums import BackupStatus, CopyStatus, DestinationKind, ProjectRole
 from services.common.db.models import (
     Backup,
@@ -37,7 +42,6 @@ from services.common.streams import publish
 
 log = logging.getLogger(__name__)
 BACKUP = "backup"
-MANIFEST_SUFFIX = ".manifest.json"
 
 
 @dataclass(frozen=True)
@@ -216,44 +220,27 @@ async def readable_copy(session: AsyncSession, backup: Backup) -> tuple[Driver, 
 
 async def delete_backup(
     session: AsyncSession, principal: Principal, backup_id: uuid.UUID
-) -> tuple[Backup, uuid.UUID, list[tuple[uuid.UUID, int]]]:
+) -> tuple[Backup, uuid.UUID, Removal]:
     """Delete the artifacts (and manifests) of every copy, then the row."""
     backup, project_id = await get_backup(session, principal, backup_id, ProjectRole.OWNER)
     if backup.status in {BackupStatus.QUEUED, BackupStatus.RUNNING}:
         raise Conflict("this backup is still queued or running; wait for it to finish")
-    rows = (
-        await session.execute(
-            select(BackupCopy, Destination)
-            .join(Destination, Destination.id == BackupCopy.destination_id)
-            .where(BackupCopy.backup_id == backup.id)
-        )
-    ).all()
-    removed: list[tuple[uuid.UUID, int]] = []
-    for copy, destination in ((row[0], row[1]) for row in rows):
-        try:
-            driver = driver_for(destination)
-            await driver.delete(copy.artifact_key)
-            await driver.delete(copy.artifact_key + MANIFEST_SUFFIX)
-        except DestinationError as exc:
-            raise Conflict(f"cannot delete the copy on {destination.name}: {exc}") from None
-        removed.append((destination.id, copy.size_bytes or 0))
+    removal = await remove_copies(await copies_with_destinations(session, backup.id))
+    if removal.failed:
+        destination, error = removal.failed[0]
+        raise Conflict(f"cannot delete the copy on {destination.name}: {error}")
     await session.delete(backup)
     await session.flush()
-    return backup, project_id, removed
+    return backup, project_id, removal
 
 
 async def announce_deleted(
-    nc: NATS | None, backup: Backup, project_id: uuid.UUID, removed: list[tuple[uuid.UUID, int]],
+    nc: NATS | None, backup: Backup, project_id: uuid.UUID, removal: Removal,
     deleted_by: uuid.UUID,
 ) -> None:  # fmt: skip
-    if nc is None or backup.artifact_key is None:
+    if nc is None:
         return
-    entries: list[tuple[uuid.UUID | None, int]] = list(removed) or [(None, backup.bytes_out or 0)]
-    for destination_id, size in entries:
+    for event in deleted_events(backup, project_id, removal, row_deleted=True,
+                                reason="deleted by a user", deleted_by=deleted_by):  # fmt: skip
         with contextlib.suppress(Exception):
-            await publish(nc, BackupDeleted(
-                backup_id=backup.id, project_id=project_id, database_id=backup.database_id,
-                schedule_id=backup.schedule_id, artifact_key=backup.artifact_key,
-                destination_id=destination_id, size_bytes=size, reason="deleted by a user",
-                deleted_by=deleted_by,
-            ))  # fmt: skip
+            await publish(nc, event)
