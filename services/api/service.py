@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from services.api.app import setup_api
 from services.api.context import API, ApiContext
 from services.api.domain.destinations import ensure_default_destination
+from services.api.pages import setup_pages
 from services.common.credentials import CredentialCipher
 from services.common.db.engine import session_factory
 from services.common.lifecycle import Runtime, Service
@@ -27,6 +28,7 @@ class ApiService(Service):
     def setup_http(self, app: web.Application) -> None:
         self._app = app
         setup_api(app)
+        setup_pages(app)
 
     async def start(self, runtime: Runtime) -> None:
         assert self._app is not None

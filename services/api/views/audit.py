@@ -1,7 +1,25 @@
-"""Endpoints of the audit area (being written)."""
+"""``GET /audit``: the audit log, for administrators."""
 
 from __future__ import annotations
 
-from services.api.web.endpoint import Endpoints
+from services.api.domain.audit_query import list_audit
+from services.api.schemas.audit import AuditEntryOut, AuditQuery
+from services.api.web.endpoint import Call, Endpoints, NoBody
+from services.api.web.pagination import Page
 
 routes = Endpoints("audit")
+
+
+@routes.get(
+    "/audit",
+    query=AuditQuery,
+    response=Page[AuditEntryOut],
+    auth="admin",
+    summary="Audit log entries, newest first (administrators)",
+)
+async def list_entries(call: Call[NoBody, AuditQuery]) -> Page[AuditEntryOut]:
+    async with call.ctx.transaction() as session:
+        rows, cursor, total = await list_audit(session, call.query)
+    return Page[AuditEntryOut](
+        items=[AuditEntryOut.model_validate(row) for row in rows], next_cursor=cursor, total=total
+    )

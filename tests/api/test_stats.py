@@ -1,0 +1,427 @@
+"""/stats/dashboard and /stats/storage: windows, success rates, last successes,
+overdue databases, next runs and storage use — always scoped to the caller.
+
+Runs, copies and schedules are written straight into the metadata DB (as the
+executor, storage service and scheduler would), with the API's clock fixed."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common.db.enums import (
+    BackupStatus,
+    BackupTrigger,
+    CopyStatus,
+    DatabaseEngine,
+    DestinationKind,
+    ProjectRole,
+)
+from services.common.db.models import (
+    Backup,
+    BackupCopy,
+    Database,
+    Destination,
+    Project,
+    ProjectMember,
+    Schedule,
+    SchedulerCursor,
+)
+from tests.api.client import Actor, Api
+
+NOW = datetime(2025, 5, 14, 12, 30, tzinfo=UTC)  # a Wednesday, in the past (JWT iat)
+HOUR, DAY = timedelta(hours=1), timedelta(days=1)
+ZERO = {status.value: 0 for status in BackupStatus}
+
+
+class Seed:
+    """Writes rows directly, as the other services would."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        api.ctx.clock = lambda: NOW
+
+    async def add(self, *rows: Any) -> None:
+        async with self.api.ctx.transaction() as session:
+            session.add_all(rows)
+
+    async def project(self, owner: Actor, name: str) -> Project:
+        project = Project(id=uuid.uuid4(), name=name, slug=f"{name}-{uuid.uuid4().hex[:6]}")
+        await self.add(project)
+        await self.add(ProjectMember(project_id=project.id, user_id=owner.id, role="owner"))
+        return project
+
+    async def member(self, project: Project, actor: Actor, role: ProjectRole) -> None:
+        await self.add(ProjectMember(project_id=project.id, user_id=actor.id, role=role))
+
+    async def database(self, project: Project, name: str) -> Database:
+        database = Database(
+            id=uuid.uuid4(),
+            project_id=project.id,
+            name=name,
+            engine=DatabaseEngine("postgresql"),
+            host="db.internal",
+            port=5432,
+        )
+        await self.add(database)
+        return database
+
+    async def destination(self, name: str, project: Project | None = None) -> Destination:
+        destination = Destination(
+            id=uuid.uuid4(),
+            name=name,
+            kind=DestinationKind.LOCAL,
+            config={"path": f"/srv/{name}"},
+            project_id=project.id if project else None,
+        )
+        await self.add(destination)
+        return destination
+
+    async def schedule(
+        self,
+        database: Database,
+        cron: str,
+        *,
+        changed: datetime,
+        enabled: bool = True,
+        timezone: str = "UTC",
+        next_slot_at: datetime | None = None,
+    ) -> Schedule:
+        schedule = Schedule(
+            id=uuid.uuid4(),
+            database_id=database.id,
+            name=f"every {cron}",
+            cron=cron,
+            timezone=timezone,
+            enabled=enabled,
+            created_at=changed,
+            updated_at=changed,
+        )
+        await self.add(schedule)
+        if next_slot_at is not None:
+            await self.add(SchedulerCursor(schedule_id=schedule.id, next_slot_at=next_slot_at))
+        return schedule
+
+    async def backup(
+        self,
+        database: Database,
+        status: BackupStatus,
+        ago: timedelta,
+        *,
+        size: int | None = None,
+        copies: Sequence[tuple[Destination, CopyStatus, int | None]] = (),
+    ) -> Backup:
+        queued = NOW - ago
+        done = status in {BackupStatus.SUCCEEDED, BackupStatus.FAILED}
+        backup = Backup(
+            id=uuid.uuid4(),
+            database_id=database.id,
+            trigger=BackupTrigger("manual"),
+            status=status,
+            queued_at=queued,
+            started_at=queued + timedelta(seconds=5) if done else None,
+            finished_at=queued + timedelta(minutes=3) if done else None,
+            bytes_out=size,
+        )
+        await self.add(backup)
+        for destination, copy_status, copy_size in copies:
+            await self.add(
+                BackupCopy(
+                    backup_id=backup.id,
+                    destination_id=destination.id,
+                    artifact_key=f"k/{backup.id}",
+                    status=copy_status,
+                    size_bytes=copy_size,
+                )
+            )
+        return backup
+
+
+@pytest.fixture
+def seed(api: Api) -> Seed:
+    return Seed(api)
+
+
+def window(body: dict[str, Any], name: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(w for w in body["windows"] if w["window"] == name)
+    return found
+
+
+async def test_windows_count_by_status_and_rate(api: Api, seed: Seed) -> None:
+    alice = await api.user("alice")
+    project = await seed.project(alice, "orders")
+    db = await seed.database(project, "orders-db")
+    ok, failed = BackupStatus.SUCCEEDED, BackupStatus.FAILED
+    await seed.backup(db, ok, 1 * HOUR)
+    await seed.backup(db, BackupStatus.RUNNING, 10 * timedelta(minutes=1))
+    await seed.backup(db, failed, 2 * DAY)
+    await seed.backup(db, BackupStatus.MISSED, 3 * DAY)
+    await seed.backup(db, ok, 10 * DAY)
+    await seed.backup(db, ok, 40 * DAY)  # outside every window
+
+    body = (await api.get("/stats/dashboard", as_=alice)).body
+    day, week, month = window(body, "24h"), window(body, "7d"), window(body, "30d")
+    assert day["since"] == (NOW - DAY).isoformat().replace("+00:00", "Z")
+    assert (day["total"], day["by_status"]["succeeded"], day["by_status"]["running"]) == (2, 1, 1)
+    assert day["success_rate"] == 1.0
+    assert (week["total"], week["by_status"]["failed"], week["by_status"]["missed"]) == (4, 1, 1)
+    assert week["success_rate"] == 0.5
+    assert (month["total"], month["by_status"]["succeeded"]) == (5, 2)
+    assert month["success_rate"] == pytest.approx(2 / 3, abs=1e-4)
+    assert month["by_status"]["corrupt"] == 0
+    assert body["counts"] == {"projects": 1, "databases": 1, "schedules": 0, "schedules_enabled": 0}
+
+
+async def test_success_rate_is_null_without_finished_runs(api: Api, seed: Seed) -> None:
+    alice = await api.user("alice")
+    db = await seed.database(await seed.project(alice, "p"), "db")
+    await seed.backup(db, BackupStatus.QUEUED, HOUR)
+    body = (await api.get("/stats/dashboard", as_=alice)).body
+    assert window(body, "24h")["total"] == 1
+    assert [w["success_rate"] for w in body["windows"]] == [None, None, None]
+
+
+async def test_last_success_per_database(api: Api, seed: Seed) -> None:
+    alice = await api.user("alice")
+    project = await seed.project(alice, "p")
+    busy, idle = await seed.database(project, "busy"), await seed.database(project, "idle")
+    await seed.backup(busy, BackupStatus.SUCCEEDED, 3 * DAY, size=100)
+    newest = await seed.backup(busy, BackupStatus.SUCCEEDED, DAY, size=250)
+    await seed.backup(busy, BackupStatus.FAILED, HOUR)  # newer, but not a success
+    await seed.backup(idle, BackupStatus.FAILED, HOUR)
+
+    last = (await api.get("/stats/dashboard", as_=alice)).body["last_success"]
+    assert [entry["database_name"] for entry in last] == ["busy", "idle"]
+    assert last[0]["backup_id"] == str(newest.id)
+    assert last[0]["size_bytes"] == 250
+    assert last[0]["finished_at"] == (NOW - DAY + timedelta(minutes=3)).isoformat().replace(
+        "+00:00", "Z"
+    )
+    assert (last[1]["backup_id"], last[1]["finished_at"], last[1]["size_bytes"]) == (
+        None,
+        None,
+        None,
+    )
+
+
+async def test_overdue_uses_twice_the_cron_interval(api: Api, seed: Seed) -> None:
+    alice = await api.user("alice")
+    project = await seed.project(alice, "p")
+    long_ago = NOW - 30 * DAY
+    late = await seed.database(project, "late")  # hourly, last success 3 h ago
+    hourly = await seed.schedule(late, "0 * * * *", changed=long_ago)
+    await seed.backup(late, BackupStatus.SUCCEEDED, 3 * HOUR)
+    fine = await seed.database(project, "fine")  # hourly, last success 90 min ago
+    await seed.schedule(fine, "@hourly", changed=long_ago)
+    await seed.backup(fine, BackupStatus.SUCCEEDED, 90 * timedelta(minutes=1))
+    never = await seed.database(project, "never")  # daily, never succeeded
+    await seed.schedule(never, "@daily", changed=long_ago)
+    await seed.backup(never, BackupStatus.FAILED, HOUR)
+    new = await seed.database(project, "new")  # daily, created an hour ago
+    await seed.schedule(new, "0 3 * * *", changed=NOW - HOUR)
+    off = await seed.database(project, "off")  # disabled: not watched
+    await seed.schedule(off, "@hourly", changed=long_ago, enabled=False)
+    weekdays = await seed.database(project, "weekdays")  # Mon-Fri: a weekend is not late
+    await seed.schedule(weekdays, "0 9 * * 1-5", changed=long_ago)
+    await seed.backup(weekdays, BackupStatus.SUCCEEDED, 4 * DAY)  # within 2 x 72 h
+
+    body = (await api.get("/stats/dashboard", as_=alice)).body
+    overdue = {entry["database_name"]: entry for entry in body["overdue"]}
+    assert set(overdue) == {"late", "never"}
+    assert overdue["late"]["schedule_id"] == str(hourly.id)
+    assert overdue["late"]["interval_s"] == 3600
+    assert overdue["late"]["overdue_since"] == "2025-05-14T11:33:00Z"  # 09:33 + 2 h
+    assert overdue["never"]["last_success_at"] is None
+    assert overdue["never"]["interval_s"] == 86400
+    # The longest overdue first.
+    assert [entry["database_name"] for entry in body["overdue"]] == ["never", "late"]
+    assert body["counts"]["schedules"] == 6
+    assert body["counts"]["schedules_enabled"] == 5
+
+
+async def test_weekday_schedule_is_overdue_after_two_of_its_gaps(api: Api, seed: Seed) -> None:
+    alice = await api.user("alice")
+    db = await seed.database(await seed.project(alice, "p"), "weekdays")
+    await seed.schedule(db, "0 9 * * 1-5", changed=NOW - 30 * DAY)
+    await seed.backup(db, BackupStatus.SUCCEEDED, 7 * DAY)  # more than 2 x 72 h ago
+    overdue = (await api.get("/stats/dashboard", as_=alice)).body["overdue"]
+    assert [(o["database_name"], o["interval_s"]) for o in overdue] == [("weekdays", 3 * 86400)]
+
+
+async def test_next_runs_from_the_scheduler_or_the_cron(api: Api, seed: Seed) -> None:
+    alice = await api.user("alice")
+    project = await seed.project(alice, "p")
+    a, b, c = [await seed.database(project, name) for name in "abc"]
+    fired = await seed.schedule(a, "*/5 * * * *", changed=NOW, next_slot_at=NOW + 5 * HOUR)
+    computed = await seed.schedule(b, "0 3 * * *", changed=NOW, timezone="Europe/Berlin")
+    await seed.schedule(c, "* * * * *", changed=NOW, enabled=False)
+
+    runs = (await api.get("/stats/dashboard", as_=alice)).body["next_runs"]
+    # 03:00 in Berlin (UTC+2 in May) is 01:00 UTC on the next day.
+    assert [(r["schedule_id"], r["at"], r["source"]) for r in runs] == [
+        (str(fired.id), "2025-05-14T17:30:00Z", "scheduler"),
+        (str(computed.id), "2025-05-15T01:00:00Z", "cron"),
+    ]
+    one = await api.get("/stats/dashboard", as_=alice, params={"next_runs": "1"})
+    assert [r["schedule_id"] for r in one.body["next_runs"]] == [str(fired.id)]
+
+
+async def test_dashboard_is_scoped_to_the_caller(api: Api, seed: Seed) -> None:
+    alice, bob, carol = await api.user("alice"), await api.user("bob"), await api.user("carol")
+    admin = await api.user("root", admin=True)
+    mine, theirs = await seed.project(alice, "mine"), await seed.project(bob, "theirs")
+    await seed.member(mine, carol, ProjectRole.VIEWER)
+    my_db, their_db = await seed.database(mine, "my-db"), await seed.database(theirs, "their-db")
+    await seed.schedule(their_db, "@hourly", changed=NOW - 30 * DAY)
+    await seed.backup(my_db, BackupStatus.SUCCEEDED, HOUR)
+    for _ in range(3):
+        await seed.backup(their_db, BackupStatus.FAILED, HOUR)
+
+    for caller in (alice, carol):
+        body = (await api.get("/stats/dashboard", as_=caller)).body
+        assert body["counts"] == {
+            "projects": 1,
+            "databases": 1,
+            "schedules": 0,
+            "schedules_enabled": 0,
+        }
+        assert window(body, "24h")["by_status"] == {**ZERO, "succeeded": 1}
+        assert [e["database_name"] for e in body["last_success"]] == ["my-db"]
+        assert body["overdue"] == body["next_runs"] == []
+
+    everything = (await api.get("/stats/dashboard", as_=admin)).body
+    assert everything["counts"]["projects"] == 2
+    assert window(everything, "24h")["by_status"] == {**ZERO, "succeeded": 1, "failed": 3}
+    assert [o["database_name"] for o in everything["overdue"]] == ["their-db"]
+
+    only = await api.get("/stats/dashboard", as_=admin, params={"project_id": str(theirs.id)})
+    assert only.body["project_id"] == str(theirs.id)
+    assert window(only.body, "24h")["by_status"] == {**ZERO, "failed": 3}
+    hidden = await api.get("/stats/dashboard", as_=alice, params={"project_id": str(theirs.id)})
+    assert (hidden.status, hidden.error_code) == (404, "not_found")
+    missing = await api.get("/stats/storage", as_=alice, params={"project_id": str(uuid.uuid4())})
+    assert missing.status == 404
+
+
+async def test_storage_per_project_and_destination(api: Api, seed: Seed) -> None:
+    alice, bob = await api.user("alice"), await api.user("bob")
+    admin = await api.user("root", admin=True)
+    mine, theirs = await seed.project(alice, "mine"), await seed.project(bob, "theirs")
+    own = await seed.destination("own-disk", mine)
+    shared = await seed.destination("shared-disk")
+    my_db, their_db = await seed.database(mine, "a"), await seed.database(theirs, "b")
+    stored, failed = CopyStatus.STORED, CopyStatus.FAILED
+    await seed.backup(
+        my_db,
+        BackupStatus.SUCCEEDED,
+        DAY,
+        size=1000,
+        copies=[(own, stored, 1000), (shared, stored, None)],
+    )
+    await seed.backup(my_db, BackupStatus.SUCCEEDED, HOUR, size=500, copies=[(own, stored, 500)])
+    await seed.backup(my_db, BackupStatus.FAILED, HOUR, copies=[(shared, failed, 7)])
+    await seed.backup(their_db, BackupStatus.SUCCEEDED, HOUR, size=9, copies=[(shared, stored, 9)])
+
+    body = (await api.get("/stats/storage", as_=alice)).body
+    # The copy without a size counts the backup's bytes_out; the failed copy nothing.
+    assert body["total"] == {"size_bytes": 2500, "copies": 3}
+    assert [(p["project_name"], p["size_bytes"], p["copies"]) for p in body["projects"]] == [
+        ("mine", 2500, 3)
+    ]
+    assert [
+        (d["destination_name"], d["size_bytes"], d["copies"], d["shared"], d["kind"])
+        for d in body["destinations"]
+    ] == [("own-disk", 1500, 2, False, "local"), ("shared-disk", 1000, 1, True, "local")]
+
+    everything = (await api.get("/stats/storage", as_=admin)).body
+    assert everything["total"] == {"size_bytes": 2509, "copies": 4}
+    assert [p["project_name"] for p in everything["projects"]] == ["mine", "theirs"]
+    shared_row = next(
+        d for d in everything["destinations"] if d["destination_name"] == "shared-disk"
+    )
+    assert (shared_row["size_bytes"], shared_row["copies"]) == (1009, 2)
+
+    narrowed = await api.get("/stats/storage", as_=admin, params={"project_id": str(theirs.id)})
+    assert narrowed.body["total"] == {"size_bytes": 9, "copies": 1}
+    assert (await api.get("/stats/storage", as_=bob)).body["total"]["size_bytes"] == 9
+
+
+async def test_empty_scope_answers_zeroes(api: Api) -> None:
+    nobody = await api.user("nobody")
+    dashboard = (await api.get("/stats/dashboard", as_=nobody)).body
+    assert dashboard["counts"] == {
+        "projects": 0,
+        "databases": 0,
+        "schedules": 0,
+        "schedules_enabled": 0,
+    }
+    assert [w["total"] for w in dashboard["windows"]] == [0, 0, 0]
+    storage = (await api.get("/stats/storage", as_=nobody)).body
+    assert storage["total"] == {"size_bytes": 0, "copies": 0}
+    assert storage["projects"] == storage["destinations"] == []
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "field"),
+    [
+        ("/stats/dashboard", {"project_id": "nope"}, "project_id"),
+        ("/stats/dashboard", {"next_runs": "101"}, "next_runs"),
+        ("/stats/dashboard", {"next_runs": "-1"}, "next_runs"),
+        ("/stats/storage", {"next_runs": "1"}, "next_runs"),
+        ("/stats/storage", {"colour": "red"}, "colour"),
+    ],
+)
+async def test_bad_query_is_422(api: Api, path: str, params: dict[str, str], field: str) -> None:
+    alice = await api.user("alice")
+    response = await api.get(path, as_=alice, params=params)
+    assert (response.status, response.error_code) == (422, "validation_failed")
+    assert field in response.body["error"]["fields"]
+
+
+@pytest.mark.parametrize("path", ["/stats/dashboard", "/stats/storage"])
+async def test_stats_need_a_login(api: Api, path: str) -> None:
+    response = await api.get(path)
+    assert (response.status, response.error_code) == (401, "unauthorized")
+
+
+@pytest.fixture
+def statements(api: Api) -> Iterator[list[str]]:
+    """Every SQL statement the app runs while the test does."""
+    engine: AsyncEngine = api.ctx.sessions.kw["bind"]
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:
+        seen.append(args[2])
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+@pytest.mark.parametrize("path", ["/stats/dashboard", "/stats/storage"])
+async def test_query_count_does_not_grow_with_the_data(
+    api: Api, seed: Seed, statements: list[str], path: str
+) -> None:
+    alice = await api.user("alice")
+    shared = await seed.destination("shared")
+
+    async def grow(count: int) -> int:
+        for index in range(count):
+            project = await seed.project(alice, f"p{index}")
+            db = await seed.database(project, f"db{index}")
+            await seed.schedule(db, "@hourly", changed=NOW - 30 * DAY)
+            await seed.backup(
+                db, BackupStatus.SUCCEEDED, HOUR, size=1, copies=[(shared, CopyStatus.STORED, 1)]
+            )
+        statements.clear()
+        assert (await api.get(path, as_=alice)).status == 200
+        return len(statements)
+
+    small = await grow(1)
+    assert await grow(12) == small
