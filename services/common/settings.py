@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     progress_interval_s: float = Field(default=2.0, gt=0)
     shrink_warning_fraction: float = Field(default=0.5, ge=0, le=1)
     connection_test_timeout_s: float = Field(default=10.0, gt=0)
+    max_upload_bytes: int = Field(default=20 * 1024**3, ge=1024)
+    verify_scratch: Literal["local", "source"] = "local"
     scheduler_grace_s: float = Field(default=3600.0, ge=0)
     scheduler_reconcile_s: float = Field(default=60.0, gt=0)
     scheduler_max_missed: int = Field(default=100, ge=1, le=10_000)

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import Any
 
 from nats.aio.msg import Msg
 from sqlalchemy import select
@@ -37,7 +38,7 @@ from services.common.destinations.base import Driver, Writer
 from services.common.errors import BackupManagerError
 from services.common.redact import redact
 from services.common.streams import publish
-from services.executor import runs
+from services.executor import runs, verify
 from services.executor.adapters import adapter_for
 from services.executor.adapters.base import DumpSpec, Target, first_bytes
 from services.executor.compress import EXTENSIONS, compressor
@@ -130,6 +131,7 @@ class BackupRun:
                         log.warning("discarded a partial artifact of an earlier attempt")
                 writers = [await driver.open_writer(self.key) for driver in drivers]
                 await self._stream(spec, adapter.magic, writers, algorithm)
+                counts = await self._count(spec)
             for writer in writers:
                 await writer.commit()
             stored = True
@@ -137,7 +139,7 @@ class BackupRun:
             copies = await self._check_stored(destinations, drivers, digest)
             finished = self.ctx.clock()
             manifest = self._manifest(
-                project, database, probe.server_version, spec, digest, finished
+                project, database, probe.server_version, spec, digest, finished, counts
             )
             for driver in drivers:
                 await driver.write_bytes(manifest_key(self.key), manifest.encode())
@@ -286,9 +288,23 @@ class BackupRun:
             copies.append(ArtifactCopy(destination_id=destination.id, status=CopyStatus.STORED))
         return tuple(copies)
 
+    async def _count(self, spec: DumpSpec) -> dict[str, Any] | None:
+        """What the dump holds, counted by the adapter (rows, documents, keys) for
+        verification; a failure to count is recorded, never fails the backup."""
+        if spec.counter is None:
+            return None
+        try:
+            return (await spec.counter()).to_json()
+        except Exception as exc:
+            secret = self.target.password if self.target else None
+            reason = redact(str(exc), [secret])[:500] or type(exc).__name__
+            log.warning("backup %s: could not count objects: %s", self.job.backup_id, reason)
+            return {"error": reason}
+
     def _manifest(self, project: Project, database: Database, server_version: str,
-                  spec: DumpSpec, digest: str, finished: datetime) -> str:  # fmt: skip
-        return manifest_document(
+                  spec: DumpSpec, digest: str, finished: datetime,
+                  counts: dict[str, Any] | None) -> str:  # fmt: skip
+        document = json.loads(manifest_document(
             backup_id=str(self.job.backup_id),
             project={"id": str(project.id), "slug": project.slug, "name": project.name},
             database={"id": str(database.id), "name": database.name,
@@ -300,7 +316,9 @@ class BackupRun:
             compression=self.job.compression.model_dump(mode="json"), artifact_key=self.key,
             size=self.stats.bytes_out, raw_size=self.stats.bytes_in, sha256=digest,
             started_at=self.started, finished_at=finished,
-        )  # fmt: skip
+        ))  # fmt: skip
+        document["counts"] = counts
+        return json.dumps(document, indent=2, sort_keys=True)
 
     async def _succeeded(self, database_id: uuid.UUID, destinations: list[Destination],
                          algorithm: Algorithm, digest: str, copies: tuple[ArtifactCopy, ...],
@@ -324,6 +342,7 @@ class BackupRun:
             duration_s=(finished - self.started).total_seconds(),
             warnings=(warning,) if warning else (),
         ))  # fmt: skip
+        await verify.after_backup(self.ctx, self.job.backup_id, self.job.project_id)
 
     async def _shrink_warning(self, database_id: uuid.UUID) -> str | None:
         previous = await runs.previous_good_size(self.ctx.sessions, database_id, self.job.backup_id)

@@ -57,6 +57,7 @@ class BackupOut(Output):
     warning: str | None
     verified_at: datetime | None
     verify_status: VerifyStatus | None
+    verify_message: str | None
     copies: list[CopyOut]
 
 

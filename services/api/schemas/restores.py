@@ -30,6 +30,27 @@ class RestoreCreate(Input):
     no_owner: bool = Field(default=False, description="PostgreSQL: skip ownership and grants")
 
 
+class RestoreUploadQuery(Input):
+    """``POST /databases/{id}/restore-upload``: the body is the raw dump file; these
+    say where and how to restore it."""
+
+    target_database_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        pattern=r"^[^\x00-\x1f/\\]+$",
+        description="Name on the database's server (created where the engine allows); "
+        "default: the database's own name",
+    )
+    mode: RestoreMode = RestoreMode.INTO_EMPTY
+    confirm_overwrite_source: bool = Field(
+        default=False,
+        description="Must be true to restore into the database's own name (the database "
+        "this entry backs up)",
+    )
+    no_owner: bool = Field(default=False, description="PostgreSQL: skip ownership and grants")
+
+
 class RestoreOut(Output):
     id: uuid.UUID
     source: RestoreSource
@@ -44,6 +65,11 @@ class RestoreOut(Output):
     bytes_in: int | None
     error_code: str | None
     error_message: str | None
+    purpose: str = Field(
+        default="restore",
+        description="restore, or verify: a test restore into a scratch database whose "
+        "result is recorded on the backup",
+    )
 
 
 class RestoreDetail(RestoreOut):

@@ -43,7 +43,7 @@ def backup_fields(
     columns = ("id", "database_id", "schedule_id", "trigger", "status", "slot_at", "queued_at",
                "started_at", "finished_at", "attempts", "bytes_in", "bytes_out", "sha256",
                "artifact_key", "error_code", "error_message", "warning", "verified_at",
-               "verify_status")  # fmt: skip
+               "verify_status", "verify_message")  # fmt: skip
     return {
         **{name: getattr(backup, name) for name in columns},
         "project_id": project_id,

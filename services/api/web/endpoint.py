@@ -108,6 +108,8 @@ class Route:
     auth: Auth
     action: str | None
     errors: tuple[int, ...]
+    raw_body: str | None = None
+    """Media type of a body read by the handler as a stream (not JSON)."""
 
     @property
     def full_path(self) -> str:
@@ -138,6 +140,7 @@ class Endpoints:
         auth: Auth = "user",
         action: str | None = None,
         errors: tuple[int, ...] = (),
+        raw_body: str | None = None,
     ) -> Callable[[Handler], Handler]:
         mutating = method in {"POST", "PUT", "PATCH", "DELETE"}
         if mutating and action is None:
@@ -146,7 +149,7 @@ class Endpoints:
         def register(handler: Handler) -> Handler:
             self.routes.append(
                 Route(method, path, handler, self.tag, summary, body, query, response,
-                      status, auth, action, errors)
+                      status, auth, action, errors, raw_body)
             )  # fmt: skip
             return handler
 

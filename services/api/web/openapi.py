@@ -82,6 +82,11 @@ def _operation(route: Route, keys: dict[Any, dict[str, Any]]) -> dict[str, Any]:
     }
     if route.auth != "public":
         operation["security"] = [{"bearer": []}]
+    if route.raw_body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {route.raw_body: {"schema": {"type": "string", "format": "binary"}}},
+        }
     if route.body is not None:
         operation["requestBody"] = {
             "required": True,
@@ -132,7 +137,7 @@ def _responses(route: Route, keys: dict[Any, dict[str, Any]]) -> dict[str, Any]:
         statuses |= {403}
     if _PATH_PARAM.search(route.path):
         statuses |= {404}
-    if route.body is not None:
+    if route.body is not None or route.raw_body is not None:
         statuses |= {413}
     for status in sorted(statuses):
         responses[str(status)] = {"description": STATUS_TEXT.get(status, "Error"), "content": error}

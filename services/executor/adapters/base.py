@@ -1,9 +1,13 @@
 """What every engine adapter provides, and the errors they translate to.
 
-An adapter knows three things about its engine: how to test a connection with its
-async driver (``probe``), how to run its dump tool without putting a secret in argv
-or the environment (``dump_command``), and how to recognise a healthy dump (magic
-bytes of the output, error lines on stderr)."""
+An adapter knows its engine: how to test a connection with its async driver
+(``probe``), how to run its dump tool without putting a secret in argv or the
+environment (``dump_command``), how to recognise a healthy dump (magic bytes of the
+output, error lines on stderr), how to restore one (``prepare_restore`` and either
+``restore_command`` — a tool reading the dump on stdin — or ``restore`` for engines
+that load it another way), and how to count what a database holds
+(``count_objects``: rows per table, documents per collection, keys per db), which
+backups record in their manifest and verification compares after a test restore."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import abc
 import contextlib
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -55,6 +59,53 @@ class DumpSpec:
     tool_version: str = ""
     stdin: bytes | None = None
     """Bytes written to the tool's stdin before closing it (e.g. a password prompt)."""
+    transform: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] | None = field(
+        default=None, compare=False
+    )
+    """Restore tools: how the dump stream is to be changed on its way to stdin."""
+    counter: Callable[[], Awaitable[Counts]] | None = field(default=None, compare=False)
+    """Counts what the dump holds (rows, documents, keys); called once the dump tool
+    has finished, still inside the ``dump_command`` block (PostgreSQL counts in the
+    snapshot the dump was taken from, which the block keeps open)."""
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What a database holds, per object: rows per table (``schema.table`` or
+    ``table``), documents per collection, keys per logical database (``db0``).
+
+    ``volatile`` (Redis) is how many of an object's keys carry a TTL: they may be gone
+    by the time a backup is restored, so a restored count may be lower by that much.
+    ``filtered`` says the backup was limited by dump options, so objects the dump
+    left out are expected to be missing from a restore."""
+
+    kind: str
+    objects: dict[str, int]
+    volatile: dict[str, int] = field(default_factory=dict)
+    filtered: bool = False
+    how: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "kind": self.kind, "objects": dict(sorted(self.objects.items())),
+            "filtered": self.filtered, "how": self.how,
+        }  # fmt: skip
+        if self.volatile:
+            document["volatile"] = dict(sorted(self.volatile.items()))
+        return document
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Counts:
+        objects = document.get("objects")
+        if not isinstance(objects, dict):
+            raise ValueError("counts without objects")
+        return cls(
+            kind=str(document.get("kind", "")),
+            objects={str(k): int(v) for k, v in objects.items()},
+            volatile={str(k): int(v) for k, v in (document.get("volatile") or {}).items()},
+            filtered=bool(document.get("filtered", False)),
+            how=str(document.get("how", "")),
+        )
 
 
 class DatabaseError(BackupManagerError):
@@ -135,6 +186,8 @@ class Adapter(abc.ABC):
     default_port: ClassVar[int]
     magic: ClassVar[tuple[bytes, ...]]
     """The dump starts with one of these (checked before we call it a backup)."""
+    restores_itself: ClassVar[bool] = False
+    """True: ``restore`` does the whole restore (no tool reads the dump on stdin)."""
 
     @abc.abstractmethod
     async def probe(self, target: Target, timeout_s: float) -> ProbeResult: ...
@@ -151,10 +204,45 @@ class Adapter(abc.ABC):
         raise DatabaseError(f"restoring {self.engine} is not supported yet", code="not_supported")
 
     def restore_command(
-        self, target: Target, server_version: str, mode: str, *, no_owner: bool
+        self,
+        target: Target,
+        server_version: str,
+        mode: str,
+        *,
+        no_owner: bool,
+        dump_format: str = "",
+        source_database: str = "",
     ) -> contextlib.AbstractAsyncContextManager[DumpSpec]:
-        """The tool that reads the (decompressed) dump on its stdin."""
+        """The tool that reads the (decompressed) dump on its stdin; ``dump_format``
+        is what :mod:`services.common.dump_formats` recognised (``""``: the engine's
+        own backup format); ``source_database`` the database the dump was taken from,
+        when known (MongoDB archives name it and are renamed on the way in)."""
         raise DatabaseError(f"restoring {self.engine} is not supported yet", code="not_supported")
+
+    def dumped_database(self, head: bytes) -> str:
+        """The database a dump says it was taken from (``""``: it does not say)."""
+        return ""
+
+    async def restore(
+        self, target: Target, dump: AsyncIterator[bytes], *, mode: str, workdir: Path
+    ) -> str:
+        """For engines with ``restores_itself``: restore the (decompressed) ``dump``
+        into ``target`` and return a short log. ``dump`` raises at its end if the bytes
+        were not the verified ones: nothing may reach the target before it ended.
+        ``workdir`` is a private temporary directory, removed afterwards."""
+        raise DatabaseError(f"restoring {self.engine} is not supported yet", code="not_supported")
+
+    async def drop_database(self, target: Target) -> None:
+        """Drop ``target.database`` (a verification's scratch database on a server)."""
+        raise DatabaseError(f"dropping a {self.engine} database is not supported",
+                            code="not_supported")  # fmt: skip
+
+    async def count_objects(self, target: Target) -> Counts:
+        """Count what ``target`` holds now (after a restore, for verification)."""
+        raise DatabaseError(
+            f"counting the objects of a {self.engine} database is not supported",
+            code="not_supported",
+        )
 
     def stderr_error(self, stderr: str) -> str | None:
         """An error line in the tool's stderr even though it exited 0, if any."""

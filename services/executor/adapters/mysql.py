@@ -1,7 +1,13 @@
-"""MySQL and MariaDB: probe with aiomysql, dump with ``mariadb-dump`` (or ``mysqldump``)
-in one consistent transaction. Credentials, host, port and TLS settings reach the tool
-through a 0600 ``--defaults-extra-file`` that is deleted when the dump ends: never argv,
-never the environment."""
+r"""MySQL and MariaDB: probe with aiomysql, dump with ``mariadb-dump`` (or ``mysqldump``)
+in one consistent transaction, restore with the ``mariadb`` (or ``mysql``) client
+reading the SQL on stdin and stopping at the first error. Credentials, host, port and
+TLS settings reach the tools through a 0600 ``--defaults-extra-file`` that is deleted
+when the tool ends: never argv, never the environment.
+
+The restore client runs with ``--binary-mode`` (no client commands such as ``\!`` or
+``source`` from the input, no CR/LF rewriting), ``--sandbox`` where the client has it,
+and ``--local-infile=0``: an uploaded script cannot reach the executor's shell or
+files."""
 
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from services.common.db.enums import DatabaseEngine
 from services.common.dump_options import dump_argv
 from services.executor.adapters.base import (
     Adapter,
+    Counts,
     DatabaseError,
     DumpSpec,
     ProbeResult,
@@ -32,6 +39,7 @@ from services.executor.adapters.base import (
     database_missing,
     refused,
     secret_file,
+    target_not_empty,
     timed_out,
     tls_problem,
     unreachable,
@@ -40,6 +48,7 @@ from services.executor.tool import ToolMissing
 
 DUMP_TOOLS = ("mariadb-dump", "mysqldump")
 """Looked up on PATH in this order (Debian's ``mysqldump`` is a link to mariadb-dump)."""
+RESTORE_TOOLS = ("mariadb", "mysql")
 
 FIXED_FLAGS = (
     "--single-transaction",  # one consistent snapshot of InnoDB tables, no global lock
@@ -106,6 +115,34 @@ def choose_dump_tool(server_version: str) -> DumpTool:
             if not tool.mariadb:
                 return tool
     return tools[0]
+
+
+@lru_cache(maxsize=1)
+def restore_client() -> tuple[DumpTool, bool]:
+    """The ``mariadb``/``mysql`` client on PATH, and whether it knows ``--sandbox``."""
+    for name in RESTORE_TOOLS:
+        path = shutil.which(name)
+        if path is None:
+            continue
+        try:
+            version = subprocess.run(
+                [path, "--version"], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
+            helptext = subprocess.run(
+                [path, "--no-defaults", "--help"], capture_output=True, text=True, timeout=10,
+                check=False,
+            ).stdout  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            continue
+        return DumpTool(path, version), "--sandbox" in helptext
+    raise ToolMissing(
+        "neither the mariadb nor the mysql client is installed on this executor "
+        "(apt-get install mariadb-client)"
+    )
+
+
+def quote_name(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
 
 
 def option_value(value: str) -> str:
@@ -231,7 +268,106 @@ class MySQLAdapter(Adapter):
                 *tables,
             ]
             env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"}  # no HOME: no ~/.my.cnf
+            yield DumpSpec(argv, env, "sql", "sql", tool.version,
+                           counter=lambda: self.count_objects(target))  # fmt: skip
+
+    # -- restore -------------------------------------------------------------------
+
+    async def prepare_restore(self, target: Target, mode: str) -> None:
+        """Create the database when missing; in into-empty mode refuse one that holds
+        tables, views, routines or events."""
+        conn = await _connect(target, None)
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(
+                    "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = %s",
+                    (target.database,),
+                )
+                (exists,) = await cur.fetchone()
+                if not exists:  # (IF NOT EXISTS would still warn about an existing one)
+                    await cur.execute(
+                        f"CREATE DATABASE IF NOT EXISTS {quote_name(target.database)} "
+                        "CHARACTER SET utf8mb4"
+                    )
+                    return
+                if mode != "into-empty":
+                    return
+                await cur.execute(
+                    "SELECT (SELECT COUNT(*) FROM information_schema.tables "
+                    "WHERE table_schema = %s) + (SELECT COUNT(*) FROM "
+                    "information_schema.routines WHERE routine_schema = %s) + (SELECT "
+                    "COUNT(*) FROM information_schema.events WHERE event_schema = %s)",
+                    (target.database,) * 3,
+                )
+                (objects,) = await cur.fetchone()
+        finally:
+            conn.close()
+        if objects:
+            raise target_not_empty(target)
+
+    @contextlib.asynccontextmanager
+    async def restore_command(
+        self, target: Target, server_version: str, mode: str, *, no_owner: bool,
+        dump_format: str = "", source_database: str = "",
+    ) -> AsyncIterator[DumpSpec]:  # fmt: skip
+        """The dump's own ``DROP … IF EXISTS`` statements (mysqldump writes them for
+        tables, views, routines and events) make ``replace`` mode work; the client
+        stops at the first error (no ``--force``)."""
+        tool, sandbox = restore_client()
+        with secret_file(defaults_file(target, tool), suffix=".cnf") as config:
+            argv = [
+                tool.path,
+                f"--defaults-extra-file={config}",  # must be the first argument
+                "--default-character-set=utf8mb4",
+                "--binary-mode",
+                "--local-infile=0",
+                *(["--sandbox"] if sandbox else []),
+                "--batch",
+                "--",
+                target.database,
+            ]
+            env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"}
             yield DumpSpec(argv, env, "sql", "sql", tool.version)
+
+    async def drop_database(self, target: Target) -> None:
+        conn = await _connect(target, None)
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(f"DROP DATABASE IF EXISTS {quote_name(target.database)}")
+        finally:
+            conn.close()
+
+    async def count_objects(self, target: Target) -> Counts:
+        """Rows per base table, all in one consistent snapshot; only the tables a dump
+        with the database's options holds (``no_data``: every table empty)."""
+        flags, only = mysql_dump_options(target)
+        excluded = {flag.split(".", 1)[1] for flag in flags
+                    if flag.startswith("--ignore-table=")}  # fmt: skip
+        conn = await _connect(target, target.database)
+        counts: dict[str, int] = {}
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                await cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                await cur.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+                    "AND table_type IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY 1",
+                    (target.database,),
+                )
+                names = [str(row[0]) for row in await cur.fetchall()]
+                names = [n for n in names if (not only or n in only) and n not in excluded]
+                for name in names:
+                    if "--no-data" in flags:
+                        counts[name] = 0
+                        continue
+                    await cur.execute(f"SELECT COUNT(*) FROM {quote_name(name)}")  # noqa: S608
+                    (rows,) = await cur.fetchone()
+                    counts[name] = int(rows)
+                await cur.execute("COMMIT")
+        finally:
+            conn.close()
+        return Counts("rows", counts, filtered=bool(only or excluded),
+                      how="rows per table in one consistent snapshot")  # fmt: skip
 
     def stderr_error(self, stderr: str) -> str | None:
         for line in stderr.splitlines():
@@ -247,6 +383,19 @@ class MySQLAdapter(Adapter):
 
 class MariaDBAdapter(MySQLAdapter):
     engine: ClassVar[str] = "mariadb"
+
+
+async def _connect(target: Target, database: str | None, timeout_s: float = 15) -> Any:
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await aiomysql.connect(
+                host=target.host, port=target.port, user=target.username,
+                password=_wire_password(target.password), db=database,
+                connect_timeout=timeout_s, ssl=_ssl_context(target.tls_mode),
+                autocommit=True, charset="utf8mb4",
+            )  # fmt: skip
+    except Exception as exc:
+        raise _translate(exc, target, timeout_s) from None
 
 
 def _wire_password(password: str | None) -> str:
