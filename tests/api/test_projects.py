@@ -129,3 +129,31 @@ async def test_mutations_are_audited_without_secrets(api: Api) -> None:
     ]
     assert entries[0].target_id == project["id"]
     assert entries[0].client_address == "127.0.0.1"
+
+
+async def test_delete_a_project_with_its_own_destination_and_schedule(api: Api) -> None:
+    owner = await api.user("owner")
+    project = (await api.post("/projects", as_=owner, json={"name": "Gone soon"})).body
+    path = str(api.ctx.settings.backups_dir / "gone-soon")
+    destination = await api.post("/destinations", as_=owner, json={
+        "kind": "local", "name": "own", "path": path, "project_id": project["id"]})  # fmt: skip
+    database = await api.post("/databases", as_=owner, json={
+        "project_id": project["id"], "name": "db", "engine": "postgresql",
+        "host": "127.0.0.1", "database_name": "x", "username": "u"})  # fmt: skip
+    schedule = await api.post("/schedules", as_=owner, json={
+        "database_id": database.body["id"], "name": "nightly", "cron": "@daily",
+        "destination_ids": [destination.body["id"]]})  # fmt: skip
+    assert schedule.status == 201, schedule.body
+    assert (await api.delete(f"/projects/{project['id']}", as_=owner)).status == 204
+    assert (await api.get(f"/schedules/{schedule.body['id']}", as_=owner)).status == 404
+
+
+async def test_control_characters_are_refused_in_names(api: Api) -> None:
+    alice = await api.user()
+    bad = await api.post(
+        "/projects", as_=alice, json={"name": "a\u0000b", "description": "x\u0007"}
+    )
+    assert bad.status == 422
+    assert set(bad.body["error"]["fields"]) == {"name", "description"}
+    multiline = await api.post("/projects", as_=alice, json={"name": "ok", "description": "a\nb"})
+    assert multiline.status == 201

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from services.api.web.endpoint import Call, Route
 from services.common.db.enums import AuditOutcome
 from services.common.db.models import AuditEntry
@@ -42,8 +44,15 @@ async def write_audit(call: Call[Any, Any], route: Route, status: int) -> None:
         },
     )
     try:
-        async with call.ctx.transaction() as session:
-            session.add(entry)
+        try:
+            async with call.ctx.transaction() as session:
+                session.add(entry)
+        except IntegrityError:
+            # The project named in the request does not exist (or was just deleted):
+            # keep the entry, without the link.
+            entry.project_id = None
+            async with call.ctx.transaction() as session:
+                session.add(entry)
     except Exception:
         # The request's own outcome stands; a lost audit entry is an operator alarm.
         log.exception("could not write the audit entry for %s", route.action)

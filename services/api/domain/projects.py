@@ -6,7 +6,7 @@ import re
 import secrets
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,7 +15,7 @@ from services.api.domain.access import require_role, visible_projects
 from services.api.web.errors import Conflict, Forbidden, NotFound, not_found
 from services.api.web.pagination import PageQuery, paginate
 from services.common.db.enums import ProjectRole
-from services.common.db.models import Project, ProjectMember, User
+from services.common.db.models import Database, Project, ProjectMember, Schedule, User
 
 PROJECT = "project"
 
@@ -83,6 +83,15 @@ async def delete_project(
     project, _ = await get_project(session, principal, project_id, ProjectRole.OWNER)
     try:
         async with session.begin_nested():
+            # Schedules first: their links to the project's own destinations would
+            # otherwise block the cascade (schedule_destinations is RESTRICT there).
+            await session.execute(
+                delete(Schedule).where(
+                    Schedule.database_id.in_(
+                        select(Database.id).where(Database.project_id == project_id)
+                    )
+                )
+            )
             await session.delete(project)
     except IntegrityError:
         raise Conflict(

@@ -19,6 +19,11 @@ class Output(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+PRINTABLE_LINE = r"^[^\x00-\x1f\x7f]*$"
+PRINTABLE_TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # newlines and tabs allowed
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=PRINTABLE_LINE),
+]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
-Description = Annotated[str, StringConstraints(max_length=2000)]
+Description = Annotated[str, StringConstraints(max_length=2000, pattern=PRINTABLE_TEXT)]

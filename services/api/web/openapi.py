@@ -135,8 +135,11 @@ def _responses(route: Route, keys: dict[Any, dict[str, Any]]) -> dict[str, Any]:
         statuses |= {401}
     if route.auth == "admin":
         statuses |= {403}
-    if _PATH_PARAM.search(route.path):
-        statuses |= {404}
+    id_filters = route.query is not None and any(
+        name.endswith("_id") for name in route.query.model_fields
+    )
+    if _PATH_PARAM.search(route.path) or id_filters:
+        statuses |= {404}  # something the caller may not see, named in the path or a filter
     if route.body is not None or route.raw_body is not None:
         statuses |= {413}
     for status in sorted(statuses):

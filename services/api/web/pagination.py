@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -49,7 +49,7 @@ def decode_cursor(cursor: str, kinds: tuple[type, ...]) -> tuple[Any, ...]:
         if not isinstance(plain, list) or len(plain) != len(kinds):
             raise ValueError
         return tuple(_parse(kind, value) for kind, value in zip(kinds, plain, strict=True))
-    except (ValueError, TypeError, json.JSONDecodeError):
+    except (ValueError, TypeError, OverflowError, json.JSONDecodeError):
         raise ValidationFailed(
             "Invalid cursor", fields={"cursor": "use next_cursor from the previous page"}
         ) from None
@@ -62,7 +62,7 @@ def _parse(kind: type, value: object) -> Any:
         parsed = datetime.fromisoformat(value)
         if parsed.tzinfo is None:
             raise ValueError
-        return parsed
+        return parsed.astimezone(UTC)
     if kind is uuid.UUID:
         return uuid.UUID(value)
     if kind is int:
