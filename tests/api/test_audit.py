@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from services.api.auth.tokens import API_TOKEN_PREFIX, hash_token, new_opaque_token
+from services.api.web.pagination import encode_cursor
 from services.common.db.enums import AuditOutcome, ProjectRole
 from services.common.db.models import ApiToken, AuditEntry
 from tests.api.client import Actor, Api
@@ -194,6 +195,8 @@ async def test_pages_newest_first_and_stable(api: Api) -> None:
         ({"limit": "201"}, "limit"),
         ({"limit": "0"}, "limit"),
         ({"cursor": "not-a-cursor"}, "cursor"),
+        # well-formed, but its time overflows when converted to UTC
+        ({"cursor": encode_cursor(("9999-12-31T23:59:59-05:00", uuid.UUID(int=0)))}, "cursor"),
         ({"actor": "alice"}, "actor"),
     ],
 )
