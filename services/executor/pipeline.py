@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from services.common.destinations.base import Writer
 from services.executor.compress import Compressor
 
+BLOCK_SIZE = 1 << 20
+
 
 @dataclass
 class StreamStats:
@@ -47,10 +49,19 @@ async def pump(
         stats.sha256.update(data)
         await asyncio.gather(*(writer.write(data) for writer in writers))
 
+    # Pipe reads come in small pieces (tens of KiB): gather them into blocks so each
+    # hop to the compressor thread carries enough work to be worth it. Every piece
+    # still counts at once, so progress and stall detection stay exact.
+    block = bytearray()
     async for chunk in source:
         stats.bytes_in += len(chunk)
         stats.last_input_at = time.monotonic()
-        await emit(await asyncio.to_thread(compressor.compress, chunk))
+        block += chunk
+        if len(block) >= BLOCK_SIZE:
+            data, block = bytes(block), bytearray()
+            await emit(await asyncio.to_thread(compressor.compress, data))
+    if block:
+        await emit(await asyncio.to_thread(compressor.compress, bytes(block)))
     await emit(await asyncio.to_thread(compressor.flush))
 
 
