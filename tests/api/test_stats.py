@@ -22,6 +22,7 @@ from services.common.db.enums import (
     DatabaseEngine,
     DestinationKind,
     ProjectRole,
+    VerifyStatus,
 )
 from services.common.db.models import (
     Backup,
@@ -191,7 +192,11 @@ async def test_last_success_per_database(api: Api, seed: Seed) -> None:
     alice = await api.user("alice")
     project = await seed.project(alice, "p")
     busy, idle = await seed.database(project, "busy"), await seed.database(project, "idle")
-    await seed.backup(busy, BackupStatus.SUCCEEDED, 3 * DAY, size=100)
+    proven = await seed.backup(busy, BackupStatus.SUCCEEDED, 3 * DAY, size=100)
+    async with api.ctx.transaction() as session:
+        row = await session.get(Backup, proven.id)
+        assert row is not None
+        row.verify_status, row.verified_at = VerifyStatus.PASSED, NOW - 2 * DAY
     newest = await seed.backup(busy, BackupStatus.SUCCEEDED, DAY, size=250)
     await seed.backup(busy, BackupStatus.FAILED, HOUR)  # newer, but not a success
     await seed.backup(idle, BackupStatus.FAILED, HOUR)
@@ -200,6 +205,8 @@ async def test_last_success_per_database(api: Api, seed: Seed) -> None:
     assert [entry["database_name"] for entry in last] == ["busy", "idle"]
     assert last[0]["backup_id"] == str(newest.id)
     assert last[0]["size_bytes"] == 250
+    assert last[0]["verified_backup_id"] == str(proven.id)  # the newest proven restorable
+    assert last[1]["verified_backup_id"] is None
     assert last[0]["finished_at"] == (NOW - DAY + timedelta(minutes=3)).isoformat().replace(
         "+00:00", "Z"
     )

@@ -36,7 +36,7 @@ from services.api.schemas.stats import (
     WindowStats,
 )
 from services.common.cron import CronError, next_slots
-from services.common.db.enums import BackupStatus, CopyStatus, ProjectRole
+from services.common.db.enums import BackupStatus, CopyStatus, ProjectRole, VerifyStatus
 from services.common.db.models import (
     Backup,
     BackupCopy,
@@ -192,6 +192,23 @@ def _latest_success_id() -> Any:
     )
 
 
+_VERIFIED = aliased(Backup, name="verified")
+_VRUN = aliased(Backup, name="vrun")
+
+
+def _latest_verified_id() -> Any:
+    """The newest backup of the enclosing query's database whose verification passed."""
+    run = _VRUN
+    return (
+        select(run.id)
+        .where(run.database_id == Database.id, run.verify_status == VerifyStatus.PASSED)
+        .order_by(run.verified_at.desc(), run.id.desc())
+        .limit(1)
+        .correlate(Database)
+        .scalar_subquery()
+    )
+
+
 async def _last_successes(session: AsyncSession, scope: Scope) -> list[LastSuccess]:
     stmt = (
         select(
@@ -201,8 +218,12 @@ async def _last_successes(session: AsyncSession, scope: Scope) -> list[LastSucce
             Backup.id.label("backup_id"),
             Backup.finished_at.label("finished_at"),
             Backup.bytes_out.label("size_bytes"),
+            _VERIFIED.id.label("verified_backup_id"),
+            _VERIFIED.verified_at.label("verified_at"),
         )
+        .select_from(Database)
         .outerjoin(Backup, Backup.id == _latest_success_id())
+        .outerjoin(_VERIFIED, _VERIFIED.id == _latest_verified_id())
         .where(scope.where(Database.project_id))
         .order_by(Database.name, Database.id)
         .limit(LIST_LIMIT)

@@ -65,6 +65,10 @@ class LastSuccess(BaseModel):
     backup_id: uuid.UUID | None
     finished_at: datetime | None
     size_bytes: int | None = Field(description="Size of the stored artifact (after compression)")
+    verified_backup_id: uuid.UUID | None = Field(
+        default=None, description="The newest backup whose test-restore passed"
+    )
+    verified_at: datetime | None = None
 
 
 class OverdueDatabase(BaseModel):
