@@ -166,14 +166,11 @@ class BackupRun:
                 return False
             if self.job.overlap is OverlapPolicy.SKIP:
                 reason = f"another backup of this database is still running ({result.busy_with})"
-                await runs.finish(
-                    self.ctx.sessions,
-                    self.job.backup_id,
-                    BackupStatus.SKIPPED,
-                    now=self.ctx.clock(),
-                    error_code="overlap",
-                    error_message=reason,
+                settled = await runs.skip(
+                    self.ctx.sessions, self.job.backup_id, now=self.ctx.clock(), reason=reason
                 )
+                if not settled:
+                    return False  # a scheduler replica recorded and announced it already
                 await self._event(
                     BackupSkipped(
                         **self._ids(),

@@ -95,6 +95,21 @@ async def finish(
             await session.merge(copy)
 
 
+async def skip(
+    sessions: async_sessionmaker[AsyncSession], backup_id: uuid.UUID, *, now: datetime, reason: str
+) -> bool:
+    """Record a still-queued run as skipped; False when someone else (a scheduler
+    replica) already settled it, so only one of us announces it."""
+    async with sessions() as session, session.begin():
+        result = await session.execute(
+            update(Backup)
+            .where(Backup.id == backup_id, Backup.status == BackupStatus.QUEUED)
+            .values(status=BackupStatus.SKIPPED, finished_at=now, error_code="overlap",
+                    error_message=reason)
+        )  # fmt: skip
+        return bool(getattr(result, "rowcount", 0))
+
+
 async def previous_good_size(
     sessions: async_sessionmaker[AsyncSession], database_id: uuid.UUID, backup_id: uuid.UUID
 ) -> int | None:

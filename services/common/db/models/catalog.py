@@ -1,6 +1,7 @@
 """What to back up, where to, and when: databases, destinations, schedules.
 
-Written by the API service; the scheduler writes only ``scheduler_cursor``.
+Written by the API service; the scheduler writes ``scheduler_cursor`` and the
+``backups`` rows of the slots it fires, misses or skips.
 """
 
 from __future__ import annotations
