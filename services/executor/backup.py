@@ -34,7 +34,7 @@ from services.common.db.enums import BackupStatus
 from services.common.db.enums import Compression as Algorithm
 from services.common.db.models import Backup, Database, Destination, Project
 from services.common.destinations import driver_for
-from services.common.destinations.base import Driver, Writer
+from services.common.destinations.base import DestinationError, Driver, Writer
 from services.common.errors import BackupManagerError
 from services.common.redact import redact
 from services.common.streams import publish
@@ -43,6 +43,7 @@ from services.executor.adapters import adapter_for
 from services.executor.adapters.base import DumpSpec, Target, first_bytes
 from services.executor.compress import EXTENSIONS, compressor
 from services.executor.context import ExecutorContext
+from services.executor.copies import Copy, failed_copies_warning, open_copies
 from services.executor.manifest import manifest_document, manifest_key
 from services.executor.pipeline import StreamStats, hash_stored, pump
 from services.executor.tool import Tool
@@ -115,7 +116,7 @@ class BackupRun:
                                         slot_at=self.job.slot_at))  # fmt: skip
         probe = await adapter.probe(target, self.ctx.settings.connection_test_timeout_s)
         algorithm = Algorithm(self.job.compression.algorithm.value)
-        drivers = [driver_for(row) for row in destinations]
+        copies = [Copy(row, driver_for(row)) for row in destinations]
         writers: list[Writer] = []
         stored = False
         try:
@@ -126,30 +127,37 @@ class BackupRun:
                 self.key = artifact_key(
                     project.slug, database.name, self.job.backup_id, queued_at, extension
                 )
-                for driver in drivers:
-                    if await driver.discard_partials(self.key):
-                        log.warning("discarded a partial artifact of an earlier attempt")
-                writers = [await driver.open_writer(self.key) for driver in drivers]
+                for copy in copies:
+                    with contextlib.suppress(DestinationError):
+                        if await copy.driver.discard_partials(self.key):
+                            log.warning("discarded a partial artifact of an earlier attempt")
+                writers = await open_copies(copies, self.key)
+                self._require_a_copy(copies)
                 await self._stream(spec, adapter.magic, writers, algorithm)
                 counts = await self._count(spec)
             for writer in writers:
                 await writer.commit()
             stored = True
             digest = self.stats.sha256.hexdigest()
-            copies = await self._check_stored(destinations, drivers, digest)
+            await self._check_stored(copies, digest)
             finished = self.ctx.clock()
             manifest = self._manifest(
                 project, database, probe.server_version, spec, digest, finished, counts
             )
-            for driver in drivers:
-                await driver.write_bytes(manifest_key(self.key), manifest.encode())
-            await self._succeeded(database.id, destinations, algorithm, digest, copies, manifest,
-                                  finished)  # fmt: skip
+            for copy in copies:
+                if copy.alive:
+                    try:
+                        await copy.driver.write_bytes(manifest_key(self.key), manifest.encode())
+                    except DestinationError as exc:
+                        copy.fail(exc)
+                        await _delete_quietly([copy.driver], self.key)
+            self._require_a_copy(copies)
+            await self._succeeded(database.id, copies, algorithm, digest, manifest, finished)
         except BaseException:
             for writer in writers:
                 await writer.abort()
             if stored:
-                await _delete_quietly(drivers, self.key)
+                await _delete_quietly([copy.driver for copy in copies], self.key)
             raise
 
     # -- steps -------------------------------------------------------------------------
@@ -271,19 +279,30 @@ class BackupRun:
                 rate_bps=self.stats.rate_bps, elapsed_s=self.stats.elapsed_s,
             ))  # fmt: skip
 
-    async def _check_stored(self, destinations: list[Destination], drivers: list[Driver],
-                            digest: str) -> tuple[ArtifactCopy, ...]:  # fmt: skip
-        copies = []
-        for destination, driver in zip(destinations, drivers, strict=True):
-            size, stored_digest = await hash_stored(driver.read(self.key))
+    def _require_a_copy(self, copies: list[Copy]) -> None:
+        if any(copy.alive for copy in copies):
+            return
+        errors = "; ".join(f"{c.destination.name}: {c.error}" for c in copies)
+        code = (
+            "verify_mismatch" if "differs from what was written" in errors else "destination_error"
+        )
+        raise RunFailed(code, errors if len(copies) > 1 else str(copies[0].error))
+
+    async def _check_stored(self, copies: list[Copy], digest: str) -> None:
+        """Read every stored copy back: it must be exactly the bytes that were sent."""
+        for copy in copies:
+            if not copy.alive:
+                continue
+            try:
+                size, stored_digest = await hash_stored(copy.driver.read(self.key))
+            except DestinationError as exc:
+                copy.fail(exc)
+                continue
             if (size, stored_digest) != (self.stats.bytes_out, digest):
-                raise RunFailed(
-                    "verify_mismatch",
-                    f"the copy on {destination.name} differs from "
-                    f"what was written ({size} of {self.stats.bytes_out} bytes)",
-                )
-            copies.append(ArtifactCopy(destination_id=destination.id, status=CopyStatus.STORED))
-        return tuple(copies)
+                copy.fail(f"the copy on {copy.destination.name} differs from what was written "
+                          f"({size} of {self.stats.bytes_out} bytes)")  # fmt: skip
+                await _delete_quietly([copy.driver], self.key)
+        self._require_a_copy(copies)
 
     async def _count(self, spec: DumpSpec) -> dict[str, Any] | None:
         """What the dump holds, counted by the adapter (rows, documents, keys) for
@@ -317,17 +336,30 @@ class BackupRun:
         document["counts"] = counts
         return json.dumps(document, indent=2, sort_keys=True)
 
-    async def _succeeded(self, database_id: uuid.UUID, destinations: list[Destination],
-                         algorithm: Algorithm, digest: str, copies: tuple[ArtifactCopy, ...],
-                         manifest: str, finished: datetime) -> None:  # fmt: skip
-        warning = await self._shrink_warning(database_id)
+    async def _succeeded(self, database_id: uuid.UUID, copies: list[Copy], algorithm: Algorithm,
+                         digest: str, manifest: str, finished: datetime) -> None:  # fmt: skip
+        warnings = [w for w in (await self._shrink_warning(database_id),
+                                failed_copies_warning(copies)) if w]  # fmt: skip
+        warning = "\n".join(warnings) or None
+        rows = [
+            runs.stored_copy(self.job.backup_id, c.destination.id, self.key,
+                             self.stats.bytes_out, digest, finished)
+            if c.alive else
+            runs.failed_copy(self.job.backup_id, c.destination.id, self.key, str(c.error))
+            for c in copies
+        ]  # fmt: skip
         await runs.finish(
             self.ctx.sessions, self.job.backup_id, BackupStatus.SUCCEEDED, now=finished,
             bytes_in=self.stats.bytes_in, bytes_out=self.stats.bytes_out, sha256=digest,
             artifact_key=self.key, compression=algorithm, log_tail=self._log(), warning=warning,
-            manifest=json.loads(manifest),
-            copies=[runs.stored_copy(self.job.backup_id, row.id, self.key, self.stats.bytes_out,
-                                     digest, finished) for row in destinations],
+            manifest=json.loads(manifest), copies=rows,
+        )  # fmt: skip
+        events = tuple(
+            ArtifactCopy(destination_id=c.destination.id, status=CopyStatus.STORED)
+            if c.alive else
+            ArtifactCopy(destination_id=c.destination.id, status=CopyStatus.FAILED,
+                         error=str(c.error)[:2000])
+            for c in copies
         )  # fmt: skip
         log.info("backup %s succeeded: %s (%d bytes)", self.job.backup_id, self.key,
                  self.stats.bytes_out)  # fmt: skip
@@ -335,9 +367,8 @@ class BackupRun:
             **self._ids(), engine=self.target.engine if self.target else "postgresql",
             artifact_key=self.key, size_bytes=self.stats.bytes_out,
             raw_bytes=self.stats.bytes_in, sha256=digest, compression=self.job.compression,
-            encrypted=False, copies=copies, started_at=self.started, finished_at=finished,
-            duration_s=(finished - self.started).total_seconds(),
-            warnings=(warning,) if warning else (),
+            encrypted=False, copies=events, started_at=self.started, finished_at=finished,
+            duration_s=(finished - self.started).total_seconds(), warnings=tuple(warnings),
         ))  # fmt: skip
         await verify.after_backup(self.ctx, self.job.backup_id, self.job.project_id)
 

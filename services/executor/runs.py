@@ -128,6 +128,13 @@ async def previous_good_size(
         return size
 
 
+def failed_copy(
+    backup_id: uuid.UUID, destination_id: uuid.UUID, key: str, error: str
+) -> BackupCopy:
+    return BackupCopy(backup_id=backup_id, destination_id=destination_id, artifact_key=key,
+                      status=CopyStatus.FAILED, error_message=error[:4000])  # fmt: skip
+
+
 def stored_copy(
     backup_id: uuid.UUID, destination_id: uuid.UUID, key: str, size: int, sha256: str, now: datetime
 ) -> BackupCopy:

@@ -13,8 +13,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 import zstandard
+from sqlalchemy import select
 
-from services.common.db.enums import BackupStatus, DatabaseEngine
+from services.common.db.enums import BackupStatus, CopyStatus, DatabaseEngine, DestinationKind
+from services.common.db.models import BackupCopy, Destination
 from services.executor.backup import BackupRun
 from services.executor.context import ExecutorContext
 from services.executor.manifest import MANIFEST_SUFFIX
@@ -160,3 +162,33 @@ async def test_unwritable_destination_fails_without_leftovers(
     backup = await load_backup(executor, job.backup_id)
     assert backup.status is BackupStatus.FAILED
     assert backup.error_code == "destination_error"
+
+
+async def test_one_failing_destination_loses_only_its_copy(
+    executor: ExecutorContext,
+    tmp_path: Path,
+    pg_server: PostgresServer,
+    orders_db: Database,
+) -> None:
+    seeded = await seeded_pg(executor, tmp_path, pg_server, orders_db.name)
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where a directory should be")
+    async with executor.sessions() as session, session.begin():
+        broken = Destination(name="broken", kind=DestinationKind.LOCAL,
+                             config={"path": str(blocked / "inside")})  # fmt: skip
+        session.add(broken)
+    job = await queue_backup(executor, seeded)
+    job = job.model_copy(update={"destination_ids": (seeded.destination.id, broken.id)})
+    await BackupRun(executor, job).execute()
+
+    backup = await load_backup(executor, job.backup_id)
+    assert backup.status is BackupStatus.SUCCEEDED, backup.error_message
+    assert "broken" in (backup.warning or "")
+    async with executor.sessions() as session:
+        copies = {c.destination_id: c for c in await session.scalars(
+            select(BackupCopy).where(BackupCopy.backup_id == job.backup_id))}  # fmt: skip
+    assert copies[seeded.destination.id].status is CopyStatus.STORED
+    assert copies[broken.id].status is CopyStatus.FAILED
+    assert copies[broken.id].error_message
+    artifact = seeded.storage / (backup.artifact_key or "")
+    assert hashlib.sha256(artifact.read_bytes()).hexdigest() == backup.sha256
