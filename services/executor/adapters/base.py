@@ -14,6 +14,8 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
+import shutil
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from services.common.errors import BackupManagerError
+from services.executor.tool import ToolMissing
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,24 @@ def database_missing(target: Target) -> DatabaseError:
 
 def tls_problem(target: Target, why: str) -> DatabaseError:
     return DatabaseError(f"TLS problem with {target.where}: {why}", code="tls_error")
+
+
+def version_of(path: str) -> str | None:
+    """What ``path --version`` prints (stripped), or None when it cannot run."""
+    try:
+        return subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def require_tool(name: str, missing: str) -> str:
+    """The path of ``name`` on PATH; ToolMissing with ``missing`` as its message."""
+    path = shutil.which(name)
+    if path is None:
+        raise ToolMissing(missing)
+    return path
 
 
 @contextlib.contextmanager

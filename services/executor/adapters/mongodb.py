@@ -10,9 +10,7 @@ import asyncio
 import contextlib
 import json
 import re
-import shutil
 import ssl
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from functools import lru_cache
@@ -34,13 +32,14 @@ from services.executor.adapters.base import (
     auth_failed,
     database_missing,
     refused,
+    require_tool,
     secret_file,
     target_not_empty,
     timed_out,
     tls_problem,
     unreachable,
+    version_of,
 )
-from services.executor.tool import ToolMissing
 
 ARCHIVE_MAGIC = bytes.fromhex("6de29981")
 """mongodump's archive starts with the magic number 0x8199e26d, little-endian."""
@@ -53,34 +52,21 @@ _FAILED = re.compile(r"(^|\s)Failed: ")
 @lru_cache(maxsize=1)
 def mongodump() -> tuple[str, str]:
     """(path, version line) of mongodump on PATH."""
-    path = shutil.which("mongodump")
-    if path is None:
-        raise ToolMissing(
-            "mongodump is not installed on this executor (install MongoDB Database Tools)"
-        )
-    try:
-        text = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        text = ""
+    path = require_tool(
+        "mongodump", "mongodump is not installed on this executor (install MongoDB Database Tools)"
+    )
+    text = version_of(path) or ""
     return path, text.splitlines()[0] if text else ""
 
 
 @lru_cache(maxsize=1)
 def mongorestore() -> tuple[str, str]:
     """(path, version line) of mongorestore on PATH."""
-    path = shutil.which("mongorestore")
-    if path is None:
-        raise ToolMissing(
-            "mongorestore is not installed on this executor (install MongoDB Database Tools)"
-        )
-    try:
-        text = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        text = ""
+    path = require_tool(
+        "mongorestore",
+        "mongorestore is not installed on this executor (install MongoDB Database Tools)",
+    )
+    text = version_of(path) or ""
     return path, text.splitlines()[0] if text else ""
 
 

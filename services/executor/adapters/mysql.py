@@ -43,6 +43,7 @@ from services.executor.adapters.base import (
     timed_out,
     tls_problem,
     unreachable,
+    version_of,
 )
 from services.executor.tool import ToolMissing
 
@@ -90,11 +91,8 @@ def installed_dump_tools() -> tuple[DumpTool, ...]:
         path = shutil.which(name)
         if path is None:
             continue
-        try:
-            text = subprocess.run(
-                [path, "--version"], capture_output=True, text=True, timeout=10, check=True
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
+        text = version_of(path)
+        if text is None:
             continue
         if all(tool.version != text for tool in found):  # mysqldump -> mariadb-dump link
             found.append(DumpTool(path, text))

@@ -20,7 +20,6 @@ import secrets
 import shutil
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import lru_cache
@@ -47,6 +46,7 @@ from services.executor.adapters.base import (
     timed_out,
     tls_problem,
     unreachable,
+    version_of,
 )
 
 log = logging.getLogger(__name__)
@@ -73,11 +73,8 @@ def installed_pg_dumps() -> tuple[tuple[int, str, str], ...]:
         candidates.append(on_path)
     found: dict[str, tuple[int, str, str]] = {}
     for path in candidates:
-        try:
-            text = subprocess.run(
-                [path, "--version"], capture_output=True, text=True, timeout=10, check=True
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
+        text = version_of(path)
+        if text is None:
             continue
         real = str(Path(path).resolve())
         found.setdefault(real, (major_of(text.rsplit(" ", 1)[-1]), path, text))

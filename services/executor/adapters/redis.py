@@ -19,10 +19,8 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from functools import lru_cache
@@ -46,11 +44,12 @@ from services.executor.adapters.base import (
     Target,
     auth_failed,
     refused,
+    require_tool,
     timed_out,
     tls_problem,
     unreachable,
+    version_of,
 )
-from services.executor.tool import ToolMissing
 
 log = logging.getLogger(__name__)
 
@@ -93,18 +92,12 @@ def rdb_version_of(redis_version: str) -> int:
 @lru_cache(maxsize=1)
 def redis_server_version() -> str:
     """The version of the local redis-server (which loads RDB files for restores)."""
-    path = shutil.which("redis-server")
-    if path is None:
-        raise ToolMissing(
-            "redis-server is not installed on this executor; a Redis restore loads the RDB "
-            "into a temporary one (apt-get install redis-server)"
-        )
-    try:
-        text = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        text = ""
+    path = require_tool(
+        "redis-server",
+        "redis-server is not installed on this executor; a Redis restore loads the RDB "
+        "into a temporary one (apt-get install redis-server)",
+    )
+    text = version_of(path) or ""
     match = re.search(r"v=(\S+)", text)
     return match.group(1) if match else "unknown"
 
@@ -112,18 +105,10 @@ def redis_server_version() -> str:
 @lru_cache(maxsize=1)
 def redis_cli() -> tuple[str, str]:
     """(path, version text) of redis-cli on PATH."""
-    path = shutil.which("redis-cli")
-    if path is None:
-        raise ToolMissing(
-            "redis-cli is not installed on this executor (apt-get install redis-tools)"
-        )
-    try:
-        version = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        version = ""
-    return path, version
+    path = require_tool(
+        "redis-cli", "redis-cli is not installed on this executor (apt-get install redis-tools)"
+    )
+    return path, version_of(path) or ""
 
 
 def logical_db(target: Target) -> int:
