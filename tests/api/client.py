@@ -3,6 +3,7 @@ requests go through the real aiohttp app over a real socket."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -102,3 +103,13 @@ class Api:
 
     async def delete(self, path: str, **kw: Any) -> Response:
         return await self.call("DELETE", path, **kw)
+
+
+async def wait_settled(api: Api, actor: Actor, path: str) -> dict[str, Any]:
+    """GET ``path`` until its run (backup or restore) is no longer queued or running."""
+    async with asyncio.timeout(60):
+        while True:
+            body = (await api.get(path, as_=actor)).body
+            if body["status"] not in {"queued", "running"}:
+                return dict(body)
+            await asyncio.sleep(0.2)

@@ -4,7 +4,6 @@ header), delete with its artifacts; connection tests by request/reply."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 
 from proto.subjects import JOBS_STREAM
 from services.executor.context import ExecutorContext
-from tests.api.client import Actor, Api
+from tests.api.client import Actor, Api, wait_settled
 from tests.servers import Database, PostgresServer
 
 pytestmark = pytest.mark.integration
@@ -42,12 +41,7 @@ async def setup_database(
 
 
 async def wait_final(api: Api, actor: Actor, backup_id: str) -> dict[str, Any]:
-    async with asyncio.timeout(60):
-        while True:
-            backup = (await api.get(f"/backups/{backup_id}", as_=actor)).body
-            if backup["status"] not in {"queued", "running"}:
-                return dict(backup)
-            await asyncio.sleep(0.2)
+    return await wait_settled(api, actor, f"/backups/{backup_id}")
 
 
 async def test_back_up_now_download_and_delete(

@@ -6,7 +6,6 @@ a verification asked for on demand."""
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import os
 import subprocess
@@ -24,7 +23,7 @@ from proto.subjects import JOBS_STREAM
 from services.common.db.models import Restore
 from services.common.settings import Settings
 from services.executor.context import ExecutorContext
-from tests.api.client import Actor, Api
+from tests.api.client import Actor, Api, wait_settled
 from tests.api.test_backups import setup_database, wait_final
 from tests.servers import Database, PostgresServer
 
@@ -32,12 +31,7 @@ pytestmark = pytest.mark.integration
 
 
 async def wait_restore(api: Api, actor: Actor, restore_id: str) -> dict[str, Any]:
-    async with asyncio.timeout(60):
-        while True:
-            restore = (await api.get(f"/restores/{restore_id}", as_=actor)).body
-            if restore["status"] not in {"queued", "running"}:
-                return dict(restore)
-            await asyncio.sleep(0.2)
+    return await wait_settled(api, actor, f"/restores/{restore_id}")
 
 
 async def count(dsn: str) -> int:
