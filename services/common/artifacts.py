@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -203,17 +203,20 @@ def deleted_events(
     row_deleted: bool,
     reason: str,
     deleted_by: uuid.UUID | None = None,
+    copy_reasons: Mapping[uuid.UUID, str] | None = None,
 ) -> list[BackupDeleted]:
     """``bm.v1.backup.deleted`` for what went: one event (no destination) when the row
-    and every copy went, else one per removed copy. None for rows without artifact."""
+    and every copy went, else one per removed copy (with its own reason from
+    ``copy_reasons`` when given). None for rows without artifact."""
     if backup.artifact_key is None or (not row_deleted and not removal.removed):
         return []
 
     def event(destination_id: uuid.UUID | None, size: int) -> BackupDeleted:
+        why = (copy_reasons or {}).get(destination_id, reason) if destination_id else reason
         return BackupDeleted(
             backup_id=backup.id, project_id=project_id, database_id=backup.database_id,
             schedule_id=backup.schedule_id, artifact_key=backup.artifact_key or "-",
-            destination_id=destination_id, size_bytes=size, reason=reason[:4000],
+            destination_id=destination_id, size_bytes=size, reason=why[:4000],
             deleted_by=deleted_by,
         )  # fmt: skip
 
@@ -230,29 +233,32 @@ async def retention_candidates(
 ) -> dict[uuid.UUID | None, list[Candidate]]:
     """The database's backups as retention candidates, grouped by schedule (``None``:
     manual runs and runs of deleted schedules); only ``schedule_id``'s when given.
-    The storage service and the API's preview both read candidates through this."""
+    Each candidate names the destinations holding a stored copy of it (retention
+    decides per destination). The storage service and the API's preview both read
+    candidates through this."""
     where = [Backup.database_id == database_id]
     if schedule_id is not None:
         where.append(Backup.schedule_id == schedule_id)
-    copies: dict[uuid.UUID, list[tuple[CopyStatus, datetime | None]]] = {}
-    for backup_id, status, checked_at in await session.execute(
-        select(BackupCopy.backup_id, BackupCopy.status, BackupCopy.checked_at)
+    copies: dict[uuid.UUID, list[tuple[uuid.UUID, CopyStatus, datetime | None]]] = {}
+    for backup_id, destination_id, status, checked_at in await session.execute(
+        select(BackupCopy.backup_id, BackupCopy.destination_id, BackupCopy.status,
+               BackupCopy.checked_at)
         .join(Backup, Backup.id == BackupCopy.backup_id)
         .where(*where)
-    ):
-        copies.setdefault(backup_id, []).append((status, checked_at))
+    ):  # fmt: skip
+        copies.setdefault(backup_id, []).append((destination_id, status, checked_at))
     groups: dict[uuid.UUID | None, list[Candidate]] = {}
     for row in await session.execute(
         select(Backup.id, Backup.status, Backup.queued_at, Backup.finished_at,
                Backup.verify_status, Backup.schedule_id).where(*where)
     ):  # fmt: skip
         own = copies.get(row.id, [])
-        broken = [at for status, at in own if status is not CopyStatus.STORED and at]
+        stored = frozenset(d for d, status, _ in own if status is CopyStatus.STORED)
+        broken = [at for _, status, at in own if status is not CopyStatus.STORED and at]
         candidate = Candidate(
             id=row.id, status=row.status, finished_at=row.finished_at or row.queued_at,
-            verified=row.verify_status is VerifyStatus.PASSED,
-            usable=any(status is CopyStatus.STORED for status, _ in own),
-            broken_at=max(broken) if broken else None,
+            verified=row.verify_status is VerifyStatus.PASSED, usable=bool(stored),
+            broken_at=max(broken) if broken else None, stored_on=stored,
         )  # fmt: skip
         groups.setdefault(row.schedule_id, []).append(candidate)
     return groups

@@ -6,15 +6,21 @@ so both always agree. Nothing here reads the clock, the metadata DB or storage.
 Rules, for the backups of one schedule (see ``docs/storage.md``):
 
 * Queued and running rows are never touched.
-* Good backups (succeeded, with at least one stored copy) are kept when *any* part
-  of the policy keeps them: ``keep_last`` N newest; younger than ``max_age_days``;
-  or, per GFS tier, the newest backup of each of the N most recent hours / days /
-  ISO weeks / months / years *that have a good backup*, bucketed on the wall clock
-  of the schedule's time zone (an hour bucket also carries its UTC offset, so the
-  two 02:00 hours of a fall-back night are two buckets). A policy with no part at
-  all keeps everything.
+* Retention applies **per destination**: for each destination, the selection below
+  runs over the good backups stored *there*, and decides for each of those copies.
+  A destination that missed a copy (it failed that night) therefore keeps older
+  ones instead, so every destination holds what the policy says. A backup's row
+  goes when every stored copy goes. Candidates that name no destination count as
+  stored on one (the backup's copies as one group).
+* Good backups (succeeded, with a stored copy on that destination) are kept when
+  *any* part of the policy keeps them: ``keep_last`` N newest; younger than
+  ``max_age_days``; or, per GFS tier, the newest backup of each of the N most recent
+  hours / days / ISO weeks / months / years *that have a good backup*, bucketed on
+  the wall clock of the schedule's time zone (an hour bucket also carries its UTC
+  offset, so the two 02:00 hours of a fall-back night are two buckets). A policy
+  with no part at all keeps everything.
 * Whatever the policy says, the newest good backup and the newest verified one are
-  kept.
+  kept, on every destination (the newest stored there).
 * Failed, cancelled, missed and skipped rows (no artifact) are kept for history
   for ``failed_run_retention_days`` after they ended, then deleted. So are backups
   that are no longer usable (corrupt, or every copy missing), counted from when
@@ -58,17 +64,42 @@ class Candidate:
     verified: bool = False
     """A verification restore of it passed."""
     usable: bool = True
-    """At least one copy is stored (False: every copy is missing or corrupt)."""
+    """At least one copy is stored (False: every copy is missing or corrupt); only
+    read when ``stored_on`` is empty."""
     broken_at: datetime | None = None
     """When it was found unusable (the history window of unusable backups starts then)."""
+    stored_on: frozenset[uuid.UUID] = frozenset()
+    """The destinations holding a stored copy; empty: not told (then a usable backup's
+    copies are one group, decided together)."""
 
 
 @dataclass(frozen=True)
-class Decision:
-    backup_id: uuid.UUID
+class CopyDecision:
+    """Keep or delete one backup's stored copy on one destination."""
+
+    destination_id: uuid.UUID | None
+    """``None``: the backup's copies as one group (its candidate named no destination)."""
     keep: bool
     reasons: tuple[str, ...]
-    """Every rule that keeps it, or every reason it goes (never empty)."""
+    """Every rule that keeps it there, or every reason it goes (never empty)."""
+
+
+@dataclass(frozen=True)
+class BackupPlan:
+    """What retention does to one backup row and each of its stored copies."""
+
+    backup_id: uuid.UUID
+    keep: bool
+    """The row stays: a stored copy stays, or the row is kept (history, still running)."""
+    reasons: tuple[str, ...]
+    """Why the row stays (what keeps its kept copies) or goes (never empty)."""
+    copies: tuple[CopyDecision, ...] = ()
+    """One per stored copy, by destination id; the rest of a kept row's copies stay."""
+
+    @property
+    def dropped(self) -> tuple[CopyDecision, ...]:
+        """The stored copies that go."""
+        return tuple(copy for copy in self.copies if not copy.keep)
 
 
 @dataclass
@@ -116,33 +147,71 @@ def decide(
     backups: Iterable[Candidate],
     *,
     failed_run_retention_days: int = DEFAULT_FAILED_RUN_RETENTION_DAYS,
-) -> list[Decision]:
-    """For each backup, keep or delete and why; newest first."""
+) -> list[BackupPlan]:
+    """For each backup, keep or delete its row and each stored copy, and why; newest
+    first."""
     ordered = sorted(backups, key=lambda b: (b.finished_at, b.id), reverse=True)
-    votes = {b.id: _Votes() for b in ordered}
-    good = [b for b in ordered if _is_good(b)]
     history = timedelta(days=failed_run_retention_days)
+    local = zone(tz)
+    rows = {b.id: _Votes() for b in ordered}
+    groups: dict[uuid.UUID | None, list[Candidate]] = {}
     for backup in ordered:
         if backup.status in UNFINISHED:
-            votes[backup.id].keep.append(STILL_RUNNING)
-        elif not _is_good(backup):
-            _vote_history(backup, votes[backup.id], now, history, failed_run_retention_days)
-    _vote_policy(policy, zone(tz), now, good, votes)
+            rows[backup.id].keep.append(STILL_RUNNING)
+        elif _is_good(backup):
+            for destination in _stored(backup):
+                groups.setdefault(destination, []).append(backup)
+        else:
+            _vote_history(backup, rows[backup.id], now, history, failed_run_retention_days)
+    copies = {
+        (backup_id, destination): votes
+        for destination, good in groups.items()
+        for backup_id, votes in _select(policy, local, now, good).items()
+    }
+    return [_plan(b, rows[b.id], copies) for b in ordered]
+
+
+def _stored(backup: Candidate) -> tuple[uuid.UUID | None, ...]:
+    if backup.stored_on:
+        return tuple(sorted(backup.stored_on))
+    return (None,) if backup.usable else ()
+
+
+def _is_good(backup: Candidate) -> bool:
+    return backup.status is BackupStatus.SUCCEEDED and bool(_stored(backup))
+
+
+def _select(
+    policy: RetentionPolicy, tz: tzinfo, now: datetime, good: list[Candidate]
+) -> dict[uuid.UUID, _Votes]:
+    """The policy over the good backups of one destination (newest first)."""
+    votes = {b.id: _Votes() for b in good}
+    _vote_policy(policy, tz, now, good, votes)
     if good:
         votes[good[0].id].keep.append(NEWEST_GOOD)
     verified = [b for b in good if b.verified]
     if verified:
         votes[verified[0].id].keep.append(NEWEST_VERIFIED)
-    return [
-        Decision(b.id, True, tuple(votes[b.id].keep))
-        if votes[b.id].keep
-        else Decision(b.id, False, tuple(votes[b.id].drop))
-        for b in ordered
-    ]
+    return votes
 
 
-def _is_good(backup: Candidate) -> bool:
-    return backup.status is BackupStatus.SUCCEEDED and backup.usable
+def _plan(
+    backup: Candidate,
+    row: _Votes,
+    copies: dict[tuple[uuid.UUID, uuid.UUID | None], _Votes],
+) -> BackupPlan:
+    if not _is_good(backup):  # still running, or the history rule: all together
+        keep, reasons = _verdict(row)
+        together = tuple(CopyDecision(d, keep, reasons) for d in sorted(backup.stored_on))
+        return BackupPlan(backup.id, keep, reasons, together)
+    decided = tuple(CopyDecision(d, *_verdict(copies[backup.id, d])) for d in _stored(backup))
+    keep = any(copy.keep for copy in decided)
+    why = dict.fromkeys(r for copy in decided if copy.keep is keep for r in copy.reasons)
+    return BackupPlan(backup.id, keep, tuple(why), decided)
+
+
+def _verdict(votes: _Votes) -> tuple[bool, tuple[str, ...]]:
+    return (True, tuple(votes.keep)) if votes.keep else (False, tuple(votes.drop))
 
 
 def _vote_history(

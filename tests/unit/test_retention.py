@@ -6,7 +6,7 @@ at 01:00 UTC; America/New_York falls back on 2026-11-01 at 06:00 UTC)."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +20,7 @@ from services.common.retention import (
     NEWEST_GOOD,
     NEWEST_VERIFIED,
     STILL_RUNNING,
+    BackupPlan,
     Candidate,
     bucket,
     decide,
@@ -44,9 +45,17 @@ class B:
     verified: bool = False
     usable: bool = True
     broken_at: str | None = None
+    on: str = ""
+    """The destinations holding a stored copy, one letter each ("" : not told)."""
 
 
-def run(policy: dict[str, Any], tz: str, now: str, rows: list[B], days: int = 30) -> dict[str, Any]:
+def dest(letter: str) -> uuid.UUID:
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"destination:{letter}")
+
+
+def plans(
+    policy: dict[str, Any], tz: str, now: str, rows: list[B], days: int = 30
+) -> dict[str, BackupPlan]:
     ids = {row.name: uuid.uuid5(uuid.NAMESPACE_OID, row.name) for row in rows}
     names = {v: k for k, v in ids.items()}
     candidates = [
@@ -57,6 +66,7 @@ def run(policy: dict[str, Any], tz: str, now: str, rows: list[B], days: int = 30
             verified=row.verified,
             usable=row.usable,
             broken_at=utc(row.broken_at) if row.broken_at else None,
+            stored_on=frozenset(dest(letter) for letter in row.on),
         )
         for row in rows
     ]
@@ -64,7 +74,11 @@ def run(policy: dict[str, Any], tz: str, now: str, rows: list[B], days: int = 30
         RetentionPolicy.model_validate(policy), tz, utc(now), candidates,
         failed_run_retention_days=days,
     )  # fmt: skip
-    return {names[d.backup_id]: (d.keep, d.reasons) for d in decisions}
+    return {names[d.backup_id]: d for d in decisions}
+
+
+def run(policy: dict[str, Any], tz: str, now: str, rows: list[B], days: int = 30) -> dict[str, Any]:
+    return {name: (d.keep, d.reasons) for name, d in plans(policy, tz, now, rows, days).items()}
 
 
 def kept(result: dict[str, Any]) -> list[str]:
@@ -291,6 +305,113 @@ def test_order_is_newest_first_with_ties_broken_by_id() -> None:
     assert [keep for keep, _ in result.values()] == [True, True, False]
 
 
+# -- per destination: (id, policy, now, backups with where they are stored,
+#    kept on A, kept on B, rows kept) -------------------------------------------------------
+
+
+def kept_on(result: dict[str, BackupPlan], letter: str) -> list[str]:
+    return [name for name, d in result.items()
+            for c in d.copies if c.destination_id == dest(letter) and c.keep]  # fmt: skip
+
+
+def on(rows: list[B], letters: str, **where: str) -> list[B]:
+    """``rows`` stored on ``letters``, except those named in ``where``."""
+    return [B(r.name, r.at, r.status, r.verified, r.usable, r.broken_at,
+              where.get(r.name, letters)) for r in rows]  # fmt: skip
+
+
+PER_DESTINATION_CASES = [
+    # B missed d4: it keeps d2 instead, so it still holds three; d2's row stays for it.
+    ("keep_last counts the copies on each destination", {"keep_last": 3}, "2026-01-10T00:00",
+     on(daily("2026-01-01", 6), "AB", d4="A"),
+     ["d5", "d4", "d3"], ["d5", "d3", "d2"], ["d5", "d4", "d3", "d2"]),
+    # Everything expired: each destination keeps the newest it holds.
+    ("newest good backup per destination", {"max_age_days": 7}, "2026-06-01T00:00",
+     [B("old1", "2026-01-01T00:00", on="AB"), B("old2", "2026-01-02T00:00", on="AB"),
+      B("new", "2026-01-03T00:00", on="A")],
+     ["new"], ["old2"], ["new", "old2"]),
+    ("newest verified backup per destination", {"keep_last": 1}, "2026-01-10T00:00",
+     [B("v", "2026-01-01T00:00", verified=True, on="AB"), B("n1", "2026-01-02T00:00", on="AB"),
+      B("n2", "2026-01-03T00:00", on="A")],
+     ["n2", "v"], ["n1", "v"], ["n2", "n1", "v"]),
+    ("gfs takes each destination's newest of the period", {"gfs": {"daily": 2}},
+     "2026-01-03T00:00",
+     [B("1a", "2026-01-01T01:00", on="AB"), B("1b", "2026-01-01T23:00", on="A"),
+      B("2a", "2026-01-02T12:00", on="AB")],
+     ["2a", "1b"], ["2a", "1a"], ["2a", "1b", "1a"]),
+    # A destination that is no longer written to keeps its newest copy.
+    ("a destination written to no more keeps its newest", {"keep_last": 1}, "2026-01-10T00:00",
+     [B("b-only", "2026-01-01T00:00", on="B"), B("a1", "2026-01-02T00:00", on="A"),
+      B("a2", "2026-01-03T00:00", on="A")],
+     ["a2"], ["b-only"], ["a2", "b-only"]),
+    ("the same copies everywhere: the same backups everywhere", {"keep_last": 2},
+     "2026-01-10T00:00", on(daily("2026-01-01", 4), "AB"),
+     ["d3", "d2"], ["d3", "d2"], ["d3", "d2"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("policy", "now", "rows", "on_a", "on_b", "rows_kept"),
+    [pytest.param(*case[1:], id=case[0]) for case in PER_DESTINATION_CASES],
+)
+def test_retention_applies_per_destination(
+    policy: dict[str, Any], now: str, rows: list[B], on_a: list[str], on_b: list[str],
+    rows_kept: list[str],
+) -> None:  # fmt: skip
+    result = plans(policy, "UTC", now, rows)
+    assert kept_on(result, "A") == on_a
+    assert kept_on(result, "B") == on_b
+    assert [name for name, d in result.items() if d.keep] == rows_kept
+    for d in result.values():
+        # A row goes exactly when every stored copy goes.
+        assert d.keep is any(c.keep for c in d.copies)
+
+
+def test_copy_reasons_are_each_destinations_own() -> None:
+    result = plans({"keep_last": 3}, "UTC", "2026-01-10T00:00",
+                   on(daily("2026-01-01", 6), "AB", d4="A"))  # fmt: skip
+    d2 = result["d2"]
+    copies = {c.destination_id: (c.keep, c.reasons) for c in d2.copies}
+    assert copies == {dest("A"): (False, ("not among the newest 3 (keep_last)",)),
+                      dest("B"): (True, ("keep_last 3",))}  # fmt: skip
+    # The row stays for what keeps its kept copies; only A's copy goes.
+    assert (d2.keep, d2.reasons) == (True, ("keep_last 3",))
+    assert [c.destination_id for c in d2.dropped] == [dest("A")]
+    d4 = result["d4"]  # stored on A only: it has one copy decision
+    assert [(c.destination_id, c.keep) for c in d4.copies] == [(dest("A"), True)]
+    d0 = result["d0"]
+    assert (d0.keep, d0.reasons) == (False, ("not among the newest 3 (keep_last)",))
+    assert len(d0.dropped) == 2
+    d5 = result["d5"]
+    assert d5.reasons == ("keep_last 3", NEWEST_GOOD)
+
+
+def test_rows_without_a_stored_copy_follow_the_history_rule() -> None:
+    rows = [B("good", "2026-01-20T00:00", on="AB"),
+            B("failed", "2026-01-01T00:00", S.FAILED),
+            B("gone", "2026-01-19T00:00", usable=False),
+            B("running", "2025-01-01T00:00", S.RUNNING, on="A")]  # fmt: skip
+    result = plans({"keep_last": 1}, "UTC", "2026-01-21T00:00", rows, days=10)
+    assert (result["failed"].keep, result["failed"].copies) == (False, ())
+    assert result["gone"].keep
+    assert result["gone"].copies == ()
+    running = result["running"]
+    assert running.keep
+    assert [(c.destination_id, c.keep, c.reasons) for c in running.copies] == [
+        (dest("A"), True, (STILL_RUNNING,))
+    ]
+
+
+def test_no_destinations_given_is_one_group() -> None:
+    rows = daily("2026-01-01", 4)
+    told = plans({"keep_last": 2}, "UTC", "2026-01-10T00:00", on(rows, "A"))
+    untold = plans({"keep_last": 2}, "UTC", "2026-01-10T00:00", rows)
+    assert {n: (d.keep, d.reasons) for n, d in told.items()} == {
+        n: (d.keep, d.reasons) for n, d in untold.items()
+    }
+    assert [(c.destination_id, c.keep) for c in untold["d0"].copies] == [(None, False)]
+
+
 # -- properties ------------------------------------------------------------------------------
 
 counts = st.none() | st.integers(0, 5)
@@ -345,6 +466,48 @@ def test_invariants(
         more = decide(policy.model_copy(update={"keep_last": policy.keep_last + 1}), tz, NOW,
                       candidates)  # fmt: skip
         assert {d.backup_id for d in decisions if d.keep} <= {d.backup_id for d in more if d.keep}
+
+
+DESTINATIONS = [dest(letter) for letter in "ABC"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    policy=policies,
+    rows=st.lists(
+        st.tuples(st.integers(0, 400 * 24), st.sampled_from(list(BackupStatus)), st.booleans(),
+                  st.sets(st.sampled_from(DESTINATIONS))),
+        max_size=30,
+    ),
+)  # fmt: skip
+def test_each_destination_is_decided_as_if_it_were_alone(
+    policy: RetentionPolicy, rows: list[tuple[int, BackupStatus, bool, set[uuid.UUID]]]
+) -> None:
+    candidates = [
+        Candidate(uuid.uuid4(), status, NOW - timedelta(hours=hours), verified,
+                  usable=bool(where), stored_on=frozenset(where))
+        for hours, status, verified, where in rows
+    ]  # fmt: skip
+    decisions = {d.backup_id: d for d in decide(policy, "Europe/Berlin", NOW, candidates)}
+    for destination in DESTINATIONS:
+        there = [c for c in candidates if destination in c.stored_on and c.status is S.SUCCEEDED]
+        untold = [replace(c, stored_on=frozenset()) for c in there]
+        alone = decide(policy, "Europe/Berlin", NOW, untold)
+        copies = {
+            d.backup_id: c.keep
+            for d in decisions.values()
+            for c in d.copies
+            if c.destination_id == destination
+        }
+        assert {d.backup_id: d.keep for d in alone} == {c.id: copies[c.id] for c in there}
+        if there:  # the newest good backup on every destination stays there
+            assert copies[max(there, key=lambda c: (c.finished_at, c.id)).id]
+    for candidate in candidates:
+        decision = decisions[candidate.id]
+        if candidate.status is S.SUCCEEDED and candidate.stored_on:
+            assert decision.keep is any(c.keep for c in decision.copies)
+            assert {c.destination_id for c in decision.copies} == candidate.stored_on
+        assert decision.reasons
 
 
 # -- what a schedule's stored values mean ----------------------------------------------------

@@ -25,16 +25,36 @@ class RetentionPreviewQuery(BaseModel):
     )
 
 
+class CopyVerdict(BaseModel):
+    """Retention applies per destination: what happens to one stored copy."""
+
+    destination_id: uuid.UUID
+    destination_name: str
+    size_bytes: int = Field(description="Bytes of this copy")
+    keep: bool = Field(description="The copy stays on this destination")
+    reasons: list[str] = Field(
+        description="Every rule that keeps it there, or why it goes, decided over the "
+        "backups stored on this destination"
+    )
+
+
 class BackupVerdict(BaseModel):
     backup_id: uuid.UUID
     status: BackupStatus
     finished_at: datetime = Field(description="When the run ended (or was recorded)")
     verified: bool
     size_bytes: int = Field(description="Bytes of its copies (what deleting it frees)")
-    keep: bool
+    keep: bool = Field(
+        description="The backup (its row) stays: some destination keeps its copy, or it "
+        "is kept for history; its copies on other destinations may still go (`copies`)"
+    )
     reasons: list[str] = Field(
         description="Every rule that keeps it, or why it goes, e.g. 'keep_last 7', "
         "'gfs daily 2026-11-27', 'newest successful backup', 'max_age 30 days exceeded'"
+    )
+    copies: list[CopyVerdict] = Field(
+        default_factory=list,
+        description="One per stored copy, by destination name: kept or deleted there, and why",
     )
 
 
@@ -53,8 +73,15 @@ class RetentionPreview(BaseModel):
         default=None,
         description="Why everything is kept although a policy is set (an invalid stored value)",
     )
-    keep_count: int
-    delete_count: int
-    delete_bytes: int = Field(description="Bytes the deletions would free on all destinations")
+    keep_count: int = Field(description="Backups that stay")
+    delete_count: int = Field(description="Backups that would be deleted (row and copies)")
+    copy_delete_count: int = Field(
+        description="Copies that would be deleted from backups that stay (another "
+        "destination keeps them)"
+    )
+    delete_bytes: int = Field(
+        description="Bytes the deletions would free on all destinations: the deleted "
+        "backups' copies and the other copies that would go"
+    )
     backups: list[BackupVerdict] = Field(description="Newest first, at most `limit`")
     truncated: bool = Field(description="More backups exist than are listed")
