@@ -11,7 +11,10 @@ from aiohttp import web
 from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.api.auth.cache import PrincipalCache
+from services.api.domain.stats_cache import StatsCache
 from services.common.credentials import CredentialCipher
+from services.common.db.engine import read_engine, session_factory
 from services.common.db.types import utcnow
 from services.common.secrets import Secrets
 from services.common.settings import Settings
@@ -25,6 +28,27 @@ class ApiContext:
     nc: NATS | None
     cipher: CredentialCipher
     clock: Callable[[], datetime] = field(default=utcnow)
+    principals: PrincipalCache = field(init=False)
+    stats: StatsCache = field(init=False)
+    read_sessions: async_sessionmaker[AsyncSession] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.principals = PrincipalCache(self.settings.api_auth_cache_s)
+        self.stats = StatsCache(self.settings.api_stats_cache_s)
+        reads = read_engine(self.settings.database_url)
+        self.read_sessions = session_factory(reads) if reads is not None else self.sessions
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads only (a page of a list): on a SQLite file it runs on
+        the event loop, skipping aiosqlite's thread (``common.db.inline_sqlite``)."""
+        async with self.read_sessions() as session:
+            yield session
+
+    def forget_cached(self) -> None:
+        """After a change: the next request checks and counts afresh."""
+        self.principals.clear()
+        self.stats.clear()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

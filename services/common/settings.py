@@ -75,6 +75,8 @@ class Settings(BaseSettings):
 
     allow_registration: bool = False
     access_token_ttl_s: int = Field(default=900, ge=30, le=86400)
+    api_auth_cache_s: float = Field(default=2.0, ge=0, le=60)
+    api_stats_cache_s: float = Field(default=5.0, ge=0, le=3600)
     refresh_token_ttl_s: int = Field(default=30 * 86400, ge=300)
     login_max_attempts: int = Field(default=10, ge=1)
     login_window_s: int = Field(default=300, ge=1)

@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from proto.storage_events import MAX_LISTED, StorageOrphansFound
 from services.common.db.enums import AuditOutcome
 from services.common.db.models import AuditEntry, Destination
+from services.common.destinations.space import FreeSpace
 from services.common.streams import publish
 from services.common.work import WorkTracker
 from services.storage import metrics
@@ -35,7 +36,6 @@ from services.storage.integrity import IntegrityReport, RateLimiter, integrity_p
 from services.storage.prune import PruneReport, apply_retention, databases_with_backups
 from services.storage.reconcile import ReconcileReport, reconcile
 from services.storage.usage import (
-    FreeSpace,
     LowSpaceWarnings,
     export_usage,
     free_space,

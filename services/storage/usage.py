@@ -5,10 +5,8 @@ when it falls under the threshold (again at most once a day while it stays low).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import shutil
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,9 +17,8 @@ from sqlalchemy import func, select
 from proto.storage_events import StorageLowSpaceDetected
 from services.common.db.enums import CopyStatus
 from services.common.db.models import Backup, BackupCopy, Database, Destination
-from services.common.destinations import driver_for
-from services.common.destinations.base import DestinationError
-from services.common.destinations.local import LocalDriver
+from services.common.destinations.space import FreeSpace
+from services.common.destinations.space import free_space as common_free_space
 from services.common.settings import Settings
 from services.common.streams import publish
 from services.storage import metrics
@@ -67,38 +64,14 @@ def export_usage(rows: list[Usage]) -> None:
         metrics.STORED_COPIES.labels(*labels).set(row.copies)
 
 
-@dataclass(frozen=True)
-class FreeSpace:
-    destination_id: uuid.UUID
-    free_bytes: int
-    total_bytes: int
-    threshold_bytes: int
-
-    @property
-    def low(self) -> bool:
-        return self.free_bytes < self.threshold_bytes
-
-
-def threshold(settings: Settings, total_bytes: int) -> int:
-    return max(settings.low_space_bytes, int(total_bytes * settings.low_space_fraction))
-
-
 async def free_space(destination: Destination, settings: Settings) -> FreeSpace | None:
-    """The free space of a local destination's device; None for other kinds, or when
-    its directory is not there."""
-    try:
-        driver = driver_for(destination)
-    except DestinationError:
-        return None
-    if not isinstance(driver, LocalDriver):
-        return None
-    try:
-        found = await asyncio.to_thread(shutil.disk_usage, driver.root)
-    except OSError:
-        return None
-    metrics.FREE_BYTES.labels(str(destination.id)).set(found.free)
-    metrics.TOTAL_BYTES.labels(str(destination.id)).set(found.total)
-    return FreeSpace(destination.id, found.free, found.total, threshold(settings, found.total))
+    """The free space of a local destination (see ``common.destinations.space``),
+    also exported as metrics."""
+    found = await common_free_space(destination, settings)
+    if found is not None:
+        metrics.FREE_BYTES.labels(str(destination.id)).set(found.free_bytes)
+        metrics.TOTAL_BYTES.labels(str(destination.id)).set(found.total_bytes)
+    return found
 
 
 @dataclass

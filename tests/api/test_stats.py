@@ -6,15 +6,19 @@ executor, storage service and scheduler would), with the API's clock fixed."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.api.auth.cache import PrincipalCache
+from services.api.domain.stats_cache import StatsCache
 from services.common.db.enums import (
     BackupStatus,
     BackupTrigger,
@@ -337,7 +341,7 @@ async def test_storage_per_project_and_destination(api: Api, seed: Seed) -> None
 
     body = (await api.get("/stats/storage", as_=alice)).body
     # The copy without a size counts the backup's bytes_out; the failed copy nothing.
-    assert body["total"] == {"size_bytes": 2500, "copies": 3}
+    assert body["total"] == {"size_bytes": 2500, "copies": 3, "missing": 0, "corrupt": 0}
     assert [(p["project_name"], p["size_bytes"], p["copies"]) for p in body["projects"]] == [
         ("mine", 2500, 3)
     ]
@@ -345,18 +349,104 @@ async def test_storage_per_project_and_destination(api: Api, seed: Seed) -> None
         (d["destination_name"], d["size_bytes"], d["copies"], d["shared"], d["kind"])
         for d in body["destinations"]
     ] == [("own-disk", 1500, 2, False, "local"), ("shared-disk", 1000, 1, True, "local")]
+    assert body["databases"] == [
+        {"project_id": str(mine.id), "database_id": str(my_db.id), "database_name": "a",
+         "size_bytes": 2500, "copies": 3, "missing": 0, "corrupt": 0}
+    ]  # fmt: skip
 
     everything = (await api.get("/stats/storage", as_=admin)).body
-    assert everything["total"] == {"size_bytes": 2509, "copies": 4}
+    assert everything["total"] == {"size_bytes": 2509, "copies": 4, "missing": 0, "corrupt": 0}
     assert [p["project_name"] for p in everything["projects"]] == ["mine", "theirs"]
+    assert [d["database_name"] for d in everything["databases"]] == ["a", "b"]
     shared_row = next(
         d for d in everything["destinations"] if d["destination_name"] == "shared-disk"
     )
     assert (shared_row["size_bytes"], shared_row["copies"]) == (1009, 2)
 
     narrowed = await api.get("/stats/storage", as_=admin, params={"project_id": str(theirs.id)})
-    assert narrowed.body["total"] == {"size_bytes": 9, "copies": 1}
+    assert narrowed.body["total"] == {"size_bytes": 9, "copies": 1, "missing": 0, "corrupt": 0}
+    assert [d["database_id"] for d in narrowed.body["databases"]] == [str(their_db.id)]
     assert (await api.get("/stats/storage", as_=bob)).body["total"]["size_bytes"] == 9
+
+
+def use(row: dict[str, Any]) -> tuple[int, int, int, int]:
+    return row["size_bytes"], row["copies"], row["missing"], row["corrupt"]
+
+
+async def test_storage_shows_the_free_space_of_local_destinations(
+    api: Api, seed: Seed, tmp_path: Path
+) -> None:
+    alice = await api.user("alice")
+    project = await seed.project(alice, "mine")
+    here = await seed.destination("here", project)
+    here.config = {"path": str(tmp_path)}  # a directory that exists, unlike /srv/...
+    async with api.ctx.transaction() as session:
+        await session.merge(here)
+    gone = await seed.destination("gone", project)
+    db = await seed.database(project, "a")
+    stored = CopyStatus.STORED
+    await seed.backup(db, BackupStatus.SUCCEEDED, HOUR, size=5, copies=[(here, stored, 5)])
+    await seed.backup(db, BackupStatus.SUCCEEDED, DAY, size=5, copies=[(gone, stored, 5)])
+
+    rows = {d["destination_name"]: d for d in (await api.get("/stats/storage", as_=alice)).body[
+        "destinations"]}  # fmt: skip
+    device = shutil.disk_usage(tmp_path)
+    assert 0 < rows["here"]["free_bytes"] <= rows["here"]["total_bytes"] == device.total
+    expected_low = rows["here"]["free_bytes"] < max(
+        api.ctx.settings.low_space_bytes, device.total * api.ctx.settings.low_space_fraction
+    )
+    assert rows["here"]["low_space"] is expected_low
+    # A directory that is not there has no device to measure.
+    assert (rows["gone"]["free_bytes"], rows["gone"]["low_space"]) == (None, False)
+
+    api.ctx.settings = api.ctx.settings.model_copy(update={"low_space_bytes": 2**62})
+    api.ctx.forget_cached()
+    rows = {d["destination_name"]: d for d in (await api.get("/stats/storage", as_=alice)).body[
+        "destinations"]}  # fmt: skip
+    assert rows["here"]["low_space"] is True
+
+
+async def test_storage_counts_missing_and_corrupt_copies_apart(api: Api, seed: Seed) -> None:
+    """Copies found missing (reconciliation) or corrupt (integrity sweep) hold no
+    usable bytes: they count in ``missing`` / ``corrupt``, never in bytes or copies."""
+    alice, bob = await api.user("alice"), await api.user("bob")
+    mine, theirs = await seed.project(alice, "mine"), await seed.project(bob, "theirs")
+    own, shared = await seed.destination("own-disk", mine), await seed.destination("shared")
+    a, c = await seed.database(mine, "a"), await seed.database(mine, "c")
+    lost, their_db = await seed.database(mine, "lost"), await seed.database(theirs, "t")
+    stored, missing, corrupt = CopyStatus.STORED, CopyStatus.MISSING, CopyStatus.CORRUPT
+    ok = BackupStatus.SUCCEEDED
+    await seed.backup(
+        a, ok, 2 * DAY, size=1000, copies=[(own, stored, 1000), (shared, stored, 900)]
+    )
+    await seed.backup(a, ok, DAY, size=400, copies=[(own, corrupt, 400), (shared, stored, 400)])
+    await seed.backup(c, ok, HOUR, size=300, copies=[(own, missing, 300), (shared, stored, 70)])
+    await seed.backup(c, BackupStatus.CORRUPT, 3 * HOUR, size=60, copies=[(shared, corrupt, None)])
+    await seed.backup(lost, ok, HOUR, size=50, copies=[(own, missing, 50)])  # nothing left
+    await seed.backup(their_db, ok, HOUR, size=5, copies=[(shared, missing, 5)])
+
+    body = (await api.get("/stats/storage", as_=alice)).body
+    assert use(body["total"]) == (2370, 4, 2, 2)
+    assert [(p["project_name"], *use(p)) for p in body["projects"]] == [("mine", 2370, 4, 2, 2)]
+    # Largest first; a database with only a missing copy still shows, to say so.
+    assert [(d["database_name"], *use(d)) for d in body["databases"]] == [
+        ("a", 2300, 3, 0, 1),
+        ("c", 70, 1, 1, 1),
+        ("lost", 0, 0, 1, 0),
+    ]
+    assert {d["database_id"] for d in body["databases"]} == {str(a.id), str(c.id), str(lost.id)}
+    assert {d["project_id"] for d in body["databases"]} == {str(mine.id)}
+    assert [(d["destination_name"], *use(d)) for d in body["destinations"]] == [
+        ("shared", 1370, 3, 0, 1),
+        ("own-disk", 1000, 1, 2, 1),
+    ]
+    # Bob sees only his project's missing copy, on the shared destination too.
+    theirs_only = (await api.get("/stats/storage", as_=bob)).body
+    assert use(theirs_only["total"]) == (0, 0, 1, 0)
+    assert [(d["database_name"], *use(d)) for d in theirs_only["databases"]] == [("t", 0, 0, 1, 0)]
+    assert [(d["destination_name"], *use(d)) for d in theirs_only["destinations"]] == [
+        ("shared", 0, 0, 1, 0)
+    ]
 
 
 async def test_empty_scope_answers_zeroes(api: Api) -> None:
@@ -370,8 +460,8 @@ async def test_empty_scope_answers_zeroes(api: Api) -> None:
     }
     assert [w["total"] for w in dashboard["windows"]] == [0, 0, 0]
     storage = (await api.get("/stats/storage", as_=nobody)).body
-    assert storage["total"] == {"size_bytes": 0, "copies": 0}
-    assert storage["projects"] == storage["destinations"] == []
+    assert storage["total"] == {"size_bytes": 0, "copies": 0, "missing": 0, "corrupt": 0}
+    assert storage["projects"] == storage["databases"] == storage["destinations"] == []
 
 
 @pytest.mark.parametrize(
@@ -415,6 +505,10 @@ def statements(api: Api) -> Iterator[list[str]]:
 async def test_query_count_does_not_grow_with_the_data(
     api: Api, seed: Seed, statements: list[str], path: str
 ) -> None:
+    # Count what every request costs: neither reused numbers nor a remembered caller
+    # (the second request would skip the user lookup the first one made).
+    api.ctx.stats = StatsCache(0)
+    api.ctx.principals = PrincipalCache(0)
     alice = await api.user("alice")
     shared = await seed.destination("shared")
 

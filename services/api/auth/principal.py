@@ -1,6 +1,12 @@
 """Who is calling: resolved from ``Authorization: Bearer`` — an access JWT or an API
-token — and checked against the users table on every request (a deactivated user or
-a revoked token stops working at once)."""
+token — and checked against the users table (a deactivated user or a revoked token
+stops working).
+
+The check is remembered for ``BM_API_AUTH_CACHE_S`` seconds (default 2): a burst of
+requests with one token costs one lookup, not one each. This process forgets every
+check after any change it makes (users, tokens, anything), so a change made here
+applies at once; one made by another API process or a command applies within that
+many seconds. A JWT's own expiry is checked on every request."""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from datetime import datetime, timedelta
 
 from aiohttp import web
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.api.auth.tokens import (
     API_TOKEN_PREFIX,
@@ -54,21 +60,42 @@ def bearer_token(request: web.Request) -> str | None:
 
 
 async def resolve_principal(
-    session: AsyncSession, ctx: ApiContext, token: str, now: datetime
+    sessions: async_sessionmaker[AsyncSession], ctx: ApiContext, token: str, now: datetime
 ) -> Principal:
+    """The caller behind ``token``; a database lookup only when no recent check is
+    remembered."""
     if token.startswith(API_TOKEN_PREFIX):
-        return await _from_api_token(session, token, now)
+        key: object = hash_token(token)
+        if (known := ctx.principals.get(key, now)) is not None:
+            return known
+        generation = ctx.principals.generation
+        async with sessions() as session, session.begin():
+            principal, expires_at = await _from_api_token(session, token, now)
+        ctx.principals.put(key, principal, now, expires_at, generation)
+        return principal
+    if (known := ctx.principals.get(token, now)) is not None:
+        return known  # signature checked before; expiry checked by get()
     try:
-        user_id = decode_access_token(token, secret=ctx.secrets.jwt_secret, now=now)
+        user_id, expires_at = decode_access_token(token, secret=ctx.secrets.jwt_secret, now=now)
     except InvalidToken as exc:
         raise Unauthorized(f"{exc}; log in again") from None
-    user = await session.get(User, user_id)
-    if user is None or not user.is_active:
+    generation = ctx.principals.generation
+    async with sessions() as session:
+        row = (
+            await session.execute(
+                select(User.email, User.is_admin).where(User.id == user_id, User.is_active)
+            )
+        ).one_or_none()
+    if row is None:
         raise Unauthorized("this account is disabled or no longer exists")
-    return Principal(user_id=user.id, email=user.email, is_admin=user.is_admin)
+    principal = Principal(user_id=user_id, email=row.email, is_admin=row.is_admin)
+    ctx.principals.put(token, principal, now, expires_at, generation)
+    return principal
 
 
-async def _from_api_token(session: AsyncSession, token: str, now: datetime) -> Principal:
+async def _from_api_token(
+    session: AsyncSession, token: str, now: datetime
+) -> tuple[Principal, datetime | None]:
     row = (
         await session.execute(
             select(ApiToken, User)
@@ -87,7 +114,7 @@ async def _from_api_token(session: AsyncSession, token: str, now: datetime) -> P
         raise Unauthorized("this account is disabled")
     if api_token.last_used_at is None or now - api_token.last_used_at > TOKEN_TOUCH_INTERVAL:
         api_token.last_used_at = now
-    return Principal(
+    principal = Principal(
         user_id=user.id,
         email=user.email,
         is_admin=user.is_admin,
@@ -95,3 +122,4 @@ async def _from_api_token(session: AsyncSession, token: str, now: datetime) -> P
         token_project_id=api_token.project_id,
         token_role=api_token.role,
     )
+    return principal, api_token.expires_at

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import jwt
 
@@ -33,8 +33,8 @@ def issue_access_token(user_id: uuid.UUID, *, secret: str, now: datetime, ttl_s:
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def decode_access_token(token: str, *, secret: str, now: datetime) -> uuid.UUID:
-    """The user id of a valid access token; InvalidToken otherwise."""
+def decode_access_token(token: str, *, secret: str, now: datetime) -> tuple[uuid.UUID, datetime]:
+    """The user id and expiry of a valid access token; InvalidToken otherwise."""
     try:
         claims = jwt.decode(
             token,
@@ -61,7 +61,7 @@ def decode_access_token(token: str, *, secret: str, now: datetime) -> uuid.UUID:
     if expires <= now.timestamp():
         raise InvalidToken("access token expired")
     try:
-        return uuid.UUID(str(claims["sub"]))
+        return uuid.UUID(str(claims["sub"])), datetime.fromtimestamp(expires, UTC)
     except ValueError:
         raise InvalidToken("invalid access token") from None
 

@@ -88,12 +88,15 @@ async def roles_in(
     """The caller's effective role in each of several visible projects (one query)."""
     if not project_ids:
         return {}
-    rows = await session.execute(
-        select(ProjectMember.project_id, ProjectMember.role).where(
-            ProjectMember.user_id == principal.user_id, ProjectMember.project_id.in_(project_ids)
+    found: dict[uuid.UUID, ProjectRole] = {}
+    if not principal.is_admin:  # an admin owns every project it sees
+        rows = await session.execute(
+            select(ProjectMember.project_id, ProjectMember.role).where(
+                ProjectMember.user_id == principal.user_id,
+                ProjectMember.project_id.in_(project_ids),
+            )
         )
-    )
-    found = {row.project_id: row.role for row in rows}
+        found = {row.project_id: row.role for row in rows}
     roles: dict[uuid.UUID, ProjectRole] = {}
     for project_id in project_ids:
         role = ProjectRole.OWNER if principal.is_admin else found.get(project_id)

@@ -8,6 +8,7 @@ happens in Python, once per enabled schedule and cached per expression.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -23,6 +24,7 @@ from services.api.domain.access import require_role, visible_projects
 from services.api.schemas.stats import (
     Counts,
     Dashboard,
+    DatabaseStorage,
     DestinationStorage,
     LastSuccess,
     NextRun,
@@ -46,6 +48,8 @@ from services.common.db.models import (
     Schedule,
     SchedulerCursor,
 )
+from services.common.destinations.space import free_space
+from services.common.settings import Settings
 
 WINDOWS: tuple[tuple[Window, timedelta], ...] = (
     ("24h", timedelta(hours=24)),
@@ -75,6 +79,13 @@ class Scope:
         if self.unrestricted:
             return true()
         return visible_projects(self.principal, column)
+
+
+def scope_key(principal: Principal) -> Hashable:
+    """What decides which projects a caller's numbers count (a cache key)."""
+    if principal.acts_as_admin:
+        return "admin"
+    return (principal.user_id, principal.token_project_id, principal.token_role)
 
 
 async def scope_for(
@@ -352,65 +363,104 @@ def _next_slots(expr: str, tz: str, after: datetime, count: int) -> list[datetim
 
 
 async def storage(
-    session: AsyncSession, principal: Principal, project_id: uuid.UUID | None, *, now: datetime
+    session: AsyncSession,
+    principal: Principal,
+    project_id: uuid.UUID | None,
+    *,
+    now: datetime,
+    settings: Settings,
 ) -> StorageStats:
-    """One aggregate over the stored copies in scope, grouped by (project,
-    destination); totals per project and per destination are summed from it."""
+    """One aggregate over the copies in scope, grouped by (database, destination,
+    state); totals per project, database and destination are summed from it. Stored
+    copies count in bytes and copies; missing and corrupt ones are counted apart."""
     scope = await scope_for(session, principal, project_id)
-    stored = (
+    grouped = (
         select(
-            Database.project_id,
+            Backup.database_id,
             BackupCopy.destination_id,
+            BackupCopy.status,
             func.sum(func.coalesce(BackupCopy.size_bytes, Backup.bytes_out)).label("size"),
             func.count().label("copies"),
         )
         .select_from(BackupCopy)
         .join(Backup, Backup.id == BackupCopy.backup_id)
-        .join(Database, Database.id == Backup.database_id)
-        .where(BackupCopy.status == CopyStatus.STORED)
-        .group_by(Database.project_id, BackupCopy.destination_id)
+        .where(BackupCopy.status.in_(COUNTED))
+        .group_by(Backup.database_id, BackupCopy.destination_id, BackupCopy.status)
     )
     if not scope.unrestricted:
         databases = select(Database.id).where(scope.where(Database.project_id))
-        stored = stored.where(Backup.database_id.in_(databases))
-    usage = stored.subquery()
+        grouped = grouped.where(Backup.database_id.in_(databases))
+    usage = grouped.subquery()
     rows = await session.execute(
-        select(usage, Project.name, Project.slug, Destination.name, Destination.kind,
-               Destination.project_id)
-        .join(Project, Project.id == usage.c.project_id)
+        select(usage, Database.name, Database.project_id, Project.name, Project.slug,
+               Destination.name, Destination.kind, Destination.project_id)
+        .join(Database, Database.id == usage.c.database_id)
+        .join(Project, Project.id == Database.project_id)
         .join(Destination, Destination.id == usage.c.destination_id)
     )  # fmt: skip
     projects: dict[uuid.UUID, ProjectStorage] = {}
+    per_database: dict[uuid.UUID, DatabaseStorage] = {}
     destinations: dict[uuid.UUID, DestinationStorage] = {}
     total = StorageUse(size_bytes=0, copies=0)
     for row in rows:
-        pid, did, size, copies, p_name, slug, d_name, kind, d_project = row
-        project = projects.setdefault(
-            pid,
-            ProjectStorage(
-                project_id=pid, project_name=p_name, project_slug=slug, size_bytes=0, copies=0
-            ),
-        )
-        destination = destinations.setdefault(
-            did,
-            DestinationStorage(
-                destination_id=did,
-                destination_name=d_name,
-                kind=kind,
-                shared=d_project is None,
-                size_bytes=0,
+        (db_id, dest_id, status, size, copies, db_name, pid, p_name, slug, d_name, kind,
+         d_project) = row  # fmt: skip
+        uses = (
+            projects.setdefault(pid, ProjectStorage(
+                project_id=pid, project_name=p_name, project_slug=slug, size_bytes=0, copies=0,
+            )),
+            per_database.setdefault(db_id, DatabaseStorage(
+                project_id=pid, database_id=db_id, database_name=db_name, size_bytes=0,
                 copies=0,
-            ),
-        )
-        for use in (project, destination, total):
-            use.size_bytes += int(size or 0)
-            use.copies += copies
+            )),
+            destinations.setdefault(dest_id, DestinationStorage(
+                destination_id=dest_id, destination_name=d_name, kind=kind,
+                shared=d_project is None, size_bytes=0, copies=0,
+            )),
+            total,
+        )  # fmt: skip
+        for use in uses:
+            _count(use, CopyStatus(status), int(size or 0), copies)
+    await _add_free_space(session, destinations, settings)
     return StorageStats(
         generated_at=now,
         project_id=project_id,
         total=total,
         projects=sorted(projects.values(), key=lambda p: (-p.size_bytes, p.project_name)),
+        databases=sorted(per_database.values(), key=lambda d: (-d.size_bytes, d.database_name))[
+            :LIST_LIMIT
+        ],
         destinations=sorted(
             destinations.values(), key=lambda d: (-d.size_bytes, d.destination_name)
         ),
     )
+
+
+COUNTED = (CopyStatus.STORED, CopyStatus.MISSING, CopyStatus.CORRUPT)
+
+
+async def _add_free_space(
+    session: AsyncSession, found: dict[uuid.UUID, DestinationStorage], settings: Settings
+) -> None:
+    """The device's free space for each local destination listed."""
+    if not found:
+        return
+    for destination in await session.scalars(
+        select(Destination).where(Destination.id.in_(list(found)))
+    ):
+        space = await free_space(destination, settings)
+        if space is not None:
+            use = found[destination.id]
+            use.free_bytes, use.total_bytes, use.low_space = (
+                space.free_bytes, space.total_bytes, space.low
+            )  # fmt: skip
+
+
+def _count(use: StorageUse, status: CopyStatus, size: int, copies: int) -> None:
+    if status is CopyStatus.STORED:
+        use.size_bytes += size
+        use.copies += copies
+    elif status is CopyStatus.MISSING:
+        use.missing += copies
+    else:
+        use.corrupt += copies

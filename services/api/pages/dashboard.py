@@ -39,7 +39,7 @@ async def dashboard(request: web.Request) -> web.Response:
     async with ctx.transaction() as session:
         board = await stats.dashboard(session, who, project_id, now=now, next_runs=NEXT_RUNS)
         scope = await stats.scope_for(session, who, project_id)
-        used = await stats.storage(session, who, project_id, now=now)
+        used = await stats.storage(session, who, project_id, now=now, settings=ctx.settings)
         run_days, run_counts = await runs_per_day(session, scope, now, RUN_DAYS)
         stored_days, stored = await stored_per_day(session, scope, now, STORAGE_DAYS)
         recent, _, _ = await backup_domain.list_backups(
@@ -52,7 +52,8 @@ async def dashboard(request: web.Request) -> web.Response:
         projects = await visible_project_choices(session, who)
         databases = await database_names(
             session,
-            [b.database_id for b in [*recent, *running_backups]]
+            [b.database_id for b in recent]
+            + [b.database_id for b in running_backups]
             + [r.target_database_id for r in running_restores],
         )
         project_labels = await project_names(session, [project_id])

@@ -117,6 +117,10 @@ class Dashboard(BaseModel):
 class StorageUse(BaseModel):
     size_bytes: int = Field(description="Bytes of stored copies")
     copies: int = Field(description="Stored copies (one backup on one destination)")
+    missing: int = Field(default=0, description="Copies whose artifact is gone (reconciliation)")
+    corrupt: int = Field(
+        default=0, description="Copies whose bytes no longer match (integrity sweep)"
+    )
 
 
 class ProjectStorage(StorageUse):
@@ -132,6 +136,19 @@ class DestinationStorage(StorageUse):
     shared: bool = Field(
         description="Usable by every project; the numbers count only what the caller may see"
     )
+    free_bytes: int | None = Field(
+        default=None, description="Free space of a local destination's device (null otherwise)"
+    )
+    total_bytes: int | None = Field(default=None, description="Size of that device")
+    low_space: bool = Field(
+        default=False, description="Free space is under BM_LOW_SPACE_BYTES / _FRACTION"
+    )
+
+
+class DatabaseStorage(StorageUse):
+    project_id: uuid.UUID
+    database_id: uuid.UUID
+    database_name: str
 
 
 class StorageStats(BaseModel):
@@ -139,4 +156,5 @@ class StorageStats(BaseModel):
     project_id: uuid.UUID | None
     total: StorageUse
     projects: list[ProjectStorage] = Field(description="Largest first")
+    databases: list[DatabaseStorage] = Field(description="Largest first, at most 200")
     destinations: list[DestinationStorage] = Field(description="Largest first")

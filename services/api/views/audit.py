@@ -18,7 +18,7 @@ routes = Endpoints("audit")
     summary="Audit log entries, newest first (administrators)",
 )
 async def list_entries(call: Call[NoBody, AuditQuery]) -> Page[AuditEntryOut]:
-    async with call.ctx.transaction() as session:
+    async with call.ctx.reading() as session:
         rows, cursor, total = await list_audit(session, call.query)
     return Page[AuditEntryOut](
         items=[AuditEntryOut.model_validate(row) for row in rows], next_cursor=cursor, total=total

@@ -45,7 +45,7 @@ def _columns(project: Project) -> dict[str, object]:
     summary="List the projects the caller may see",
 )
 async def list_projects(call: Call[NoBody, ProjectListQuery]) -> Page[ProjectOut]:
-    async with call.ctx.transaction() as session:
+    async with call.ctx.reading() as session:
         rows, cursor, total = await domain.list_projects(
             session, call.principal, call.query, call.query.q
         )

@@ -244,6 +244,8 @@ def aiohttp_handler(
             status = exc.status
             raise
         finally:
+            if route.method != "GET":
+                ctx.forget_cached()  # a change here applies to the next request
             if audit is not None and route.audited:
                 await audit(call, route, status)
 
@@ -258,8 +260,7 @@ async def _authenticate(request: web.Request, ctx: ApiContext, route: Route) -> 
             return None
         raise Unauthorized("log in first: send 'Authorization: Bearer <token>'")
     try:
-        async with ctx.transaction() as session:
-            principal = await resolve_principal(session, ctx, token, ctx.clock())
+        principal = await resolve_principal(ctx.sessions, ctx, token, ctx.clock())
     except Unauthorized:
         if route.auth == "public":
             return None  # e.g. an expired access token sent along to /auth/refresh

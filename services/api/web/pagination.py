@@ -70,34 +70,49 @@ def _parse(kind: type, value: object) -> Any:
     return value
 
 
+Order = tuple[InstrumentedAttribute[Any], InstrumentedAttribute[Any]]
+
+
+def keyset(
+    stmt: Select[Any],
+    page: PageQuery,
+    order: Order,
+    kinds: tuple[type, type] = (datetime, uuid.UUID),
+) -> Select[Any]:
+    """``stmt`` restricted to the rows after ``page.cursor``, newest first, one row more
+    than a page (to know whether another page follows)."""
+    first, second = order
+    if page.cursor:
+        a, b = decode_cursor(page.cursor, kinds)
+        stmt = stmt.where(or_(first < a, and_(first == a, second < b)))
+    return stmt.order_by(first.desc(), second.desc()).limit(page.limit + 1)
+
+
+def cut(rows: list[Any], page: PageQuery, order: Order) -> tuple[list[Any], str | None]:
+    """The page of ``rows`` (read with :func:`keyset`) and the cursor of the next one;
+    a row is an entity or a row naming the order columns by their keys."""
+    if len(rows) <= page.limit:
+        return rows, None
+    rows = rows[: page.limit]
+    last = rows[-1]
+    return rows, encode_cursor(tuple(getattr(last, column.key) for column in order))
+
+
 async def paginate(
     session: AsyncSession,
     stmt: Select[Any],
     page: PageQuery,
     *,
-    order: tuple[InstrumentedAttribute[Any], InstrumentedAttribute[Any]],
+    order: Order,
     kinds: tuple[type, type] = (datetime, uuid.UUID),
     count: bool = True,
 ) -> tuple[list[Any], str | None, int | None]:
     """Rows of ``stmt`` (one entity per row) newest first by ``order``; returns
     ``(rows, next_cursor, total)``."""
-    first, second = order
     total = None
     if count:
         total = await session.scalar(
             select(func.count()).select_from(stmt.order_by(None).subquery())
         )
-    if page.cursor:
-        a, b = decode_cursor(page.cursor, kinds)
-        stmt = stmt.where(or_(first < a, and_(first == a, second < b)))
-    rows = list(
-        (
-            await session.scalars(stmt.order_by(first.desc(), second.desc()).limit(page.limit + 1))
-        ).all()
-    )
-    next_cursor = None
-    if len(rows) > page.limit:
-        rows = rows[: page.limit]
-        last = rows[-1]
-        next_cursor = encode_cursor((getattr(last, first.key), getattr(last, second.key)))
-    return rows, next_cursor, total
+    rows = list((await session.scalars(keyset(stmt, page, order, kinds))).all())
+    return (*cut(rows, page, order), total)

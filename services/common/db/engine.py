@@ -17,7 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from services.common.db.inline_sqlite import connect_inline
+
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+SQLITE_READ_BUSY_TIMEOUT_MS = 200
 
 # Plain driver names map to the async drivers we ship with.
 _ASYNC_DRIVERS = {
@@ -73,10 +76,29 @@ def create_engine(
     return _create_async_engine(parsed, **kwargs)
 
 
-def _sqlite_on_connect(*, file: bool) -> Any:
+def read_engine(url: str | URL) -> AsyncEngine | None:
+    """For a SQLite file: an engine for read-only sessions run on the event loop
+    (``inline_sqlite``); ``None`` for anything else (PostgreSQL's driver has no thread
+    to skip, so its reads go through the normal engine)."""
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() != "sqlite" or sqlite_path(parsed) is None:
+        return None
+    # Pooled: a new connection would parse the schema again before its first query.
+    engine = _create_async_engine(
+        parsed, connect_args={"async_creator_fn": connect_inline}, pool_size=2, max_overflow=8
+    )
+    event.listen(engine.sync_engine, "connect", _sqlite_on_connect(file=True, read_only=True))
+    return engine
+
+
+def _sqlite_on_connect(*, file: bool, read_only: bool = False) -> Any:
     def on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         cursor = dbapi_connection.cursor()
         try:
+            if read_only:  # never wait long: the event loop waits with it
+                cursor.execute(f"PRAGMA busy_timeout = {SQLITE_READ_BUSY_TIMEOUT_MS}")
+                cursor.execute("PRAGMA query_only = ON")
+                return
             # First, so that switching to WAL (which needs a lock) waits too.
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             if file:
