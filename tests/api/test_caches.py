@@ -221,8 +221,8 @@ async def test_a_lookup_that_raced_a_change_is_not_remembered(
     must not leave that answer behind for the requests after the change."""
     admin, alice = await api.user("root", admin=True), await api.user("alice")
     assert (await api.get("/projects", as_=admin)).status == 200
-    held = HeldSessions(api.ctx.sessions)
-    monkeypatch.setattr(api.ctx, "sessions", held)
+    held = HeldSessions(api.ctx.read_sessions)  # where a user's lookup reads
+    monkeypatch.setattr(api.ctx, "read_sessions", held)
     held.armed = True  # alice's next lookup (her request's first session)
     in_flight = asyncio.create_task(api.get("/projects", as_=alice))
     try:

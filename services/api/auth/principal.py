@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from aiohttp import web
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.auth.tokens import (
     API_TOKEN_PREFIX,
@@ -59,9 +59,7 @@ def bearer_token(request: web.Request) -> str | None:
     return value.strip()
 
 
-async def resolve_principal(
-    sessions: async_sessionmaker[AsyncSession], ctx: ApiContext, token: str, now: datetime
-) -> Principal:
+async def resolve_principal(ctx: ApiContext, token: str, now: datetime) -> Principal:
     """The caller behind ``token``; a database lookup only when no recent check is
     remembered."""
     if token.startswith(API_TOKEN_PREFIX):
@@ -69,7 +67,7 @@ async def resolve_principal(
         if (known := ctx.principals.get(key, now)) is not None:
             return known
         generation = ctx.principals.generation
-        async with sessions() as session, session.begin():
+        async with ctx.transaction() as session:  # it may note when the token was used
             principal, expires_at = await _from_api_token(session, token, now)
         ctx.principals.put(key, principal, now, expires_at, generation)
         return principal
@@ -80,7 +78,7 @@ async def resolve_principal(
     except InvalidToken as exc:
         raise Unauthorized(f"{exc}; log in again") from None
     generation = ctx.principals.generation
-    async with sessions() as session:
+    async with ctx.reading() as session:
         row = (
             await session.execute(
                 select(User.email, User.is_admin).where(User.id == user_id, User.is_active)

@@ -260,7 +260,7 @@ async def _authenticate(request: web.Request, ctx: ApiContext, route: Route) -> 
             return None
         raise Unauthorized("log in first: send 'Authorization: Bearer <token>'")
     try:
-        principal = await resolve_principal(ctx.sessions, ctx, token, ctx.clock())
+        principal = await resolve_principal(ctx, token, ctx.clock())
     except Unauthorized:
         if route.auth == "public":
             return None  # e.g. an expired access token sent along to /auth/refresh
