@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
+import nats
 from sqlalchemy import select
 
 from services.common.db.models import AuditEntry
 from tests.api.client import Api
+from tests.servers import NatsServer
 
 
 async def test_create_list_get_update_delete(api: Api) -> None:
@@ -131,7 +135,9 @@ async def test_mutations_are_audited_without_secrets(api: Api) -> None:
     assert entries[0].client_address == "127.0.0.1"
 
 
-async def test_delete_a_project_with_its_own_destination_and_schedule(api: Api) -> None:
+async def test_delete_a_project_with_its_own_destination_and_schedule(
+    api: Api, nats_server: NatsServer
+) -> None:
     owner = await api.user("owner")
     project = (await api.post("/projects", as_=owner, json={"name": "Gone soon"})).body
     path = str(api.ctx.settings.backups_dir / "gone-soon")
@@ -144,7 +150,20 @@ async def test_delete_a_project_with_its_own_destination_and_schedule(api: Api) 
         "database_id": database.body["id"], "name": "nightly", "cron": "@daily",
         "destination_ids": [destination.body["id"]]})  # fmt: skip
     assert schedule.status == 201, schedule.body
-    assert (await api.delete(f"/projects/{project['id']}", as_=owner)).status == 204
+    nc = await nats.connect(nats_server.url)
+    try:
+        sub = await nc.subscribe("bm.v1.schedule.changed")
+        assert (await api.delete(f"/projects/{project['id']}", as_=owner)).status == 204
+        msg = await sub.next_msg(timeout=5)  # schedulers drop the schedule at once
+    finally:
+        await nc.close()
+    event = json.loads(msg.data)
+    assert (event["schedule_id"], event["database_id"], event["project_id"]) == (
+        schedule.body["id"],
+        database.body["id"],
+        project["id"],
+    )
+    assert (event["change"], event["enabled"]) == ("deleted", False)
     assert (await api.get(f"/schedules/{schedule.body['id']}", as_=owner)).status == 404
 
 

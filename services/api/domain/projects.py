@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.auth.principal import Principal
 from services.api.domain.access import require_role, visible_projects
+from services.api.domain.schedules import GoneSchedule
 from services.api.web.errors import Conflict, Forbidden, NotFound, not_found
 from services.api.web.pagination import PageQuery, paginate
 from services.common.db.enums import ProjectRole
@@ -79,8 +80,18 @@ async def update_project(
 
 async def delete_project(
     session: AsyncSession, principal: Principal, project_id: uuid.UUID
-) -> None:
+) -> list[GoneSchedule]:
+    """Delete a project with its databases and schedules; the schedules that went,
+    for the schedulers to hear of."""
     project, _ = await get_project(session, principal, project_id, ProjectRole.OWNER)
+    schedules = [
+        GoneSchedule(row.id, row.database_id)
+        for row in await session.execute(
+            select(Schedule.id, Schedule.database_id)
+            .join(Database, Database.id == Schedule.database_id)
+            .where(Database.project_id == project_id)
+        )
+    ]
     try:
         async with session.begin_nested():
             # Schedules first: their links to the project's own destinations would
@@ -97,6 +108,7 @@ async def delete_project(
         raise Conflict(
             "this project still has backups or destinations in use: delete them first"
         ) from None
+    return schedules
 
 
 # -- members -----------------------------------------------------------------------

@@ -225,6 +225,27 @@ async def delete_schedule(
     return _event(view, ScheduleChange.DELETED, principal, enabled=False)
 
 
+@dataclass(frozen=True)
+class GoneSchedule:
+    """A schedule deleted along with its database or project."""
+
+    schedule_id: uuid.UUID
+    database_id: uuid.UUID
+
+
+async def announce_gone(
+    nc: NATS | None, project_id: uuid.UUID, gone: list[GoneSchedule], by: uuid.UUID
+) -> None:
+    """Tell schedulers about schedules that went with a database or a project (best
+    effort, as for every change: schedulers also reconcile with the metadata DB)."""
+    for schedule in gone:
+        await publish_change(nc, ScheduleChanged(
+            schedule_id=schedule.schedule_id, project_id=project_id,
+            database_id=schedule.database_id, change=ScheduleChange.DELETED, enabled=False,
+            changed_by=by,
+        ))  # fmt: skip
+
+
 async def publish_change(nc: NATS | None, event: ScheduleChanged) -> bool:
     """Publish a committed change; on failure log a warning and return False (the
     change stands, and schedulers reconcile with the metadata DB periodically)."""

@@ -8,13 +8,12 @@ import uuid
 from aiohttp import web
 
 from proto.requests import DatabaseTestReply, DatabaseTestRequest
-from proto.schedule_events import ScheduleChanged
-from proto.values import Compression, ScheduleChange
+from proto.values import Compression
 from services.api.domain import backups as backup_domain
 from services.api.domain import databases as domain
 from services.api.domain import schedules as schedule_domain
 from services.api.domain.access import roles_in
-from services.api.domain.schedules import publish_change
+from services.api.domain.schedules import GoneSchedule, announce_gone
 from services.api.pages.audit import audited
 from services.api.pages.common import (
     context,
@@ -301,18 +300,8 @@ async def delete_database(request: web.Request) -> web.StreamResponse:
         deleted = await domain.delete_database(session, who, database_id)
         note.target("database", database_id, deleted.project_id)
         note.details["schedules_deleted"] = len(deleted.schedules)
-    for schedule_id in deleted.schedules:
-        await publish_change(
-            ctx.nc,
-            ScheduleChanged(
-                schedule_id=schedule_id,
-                project_id=deleted.project_id,
-                database_id=database_id,
-                change=ScheduleChange.DELETED,
-                enabled=False,
-                changed_by=who.user_id,
-            ),
-        )
+    gone = [GoneSchedule(schedule_id, database_id) for schedule_id in deleted.schedules]
+    await announce_gone(ctx.nc, deleted.project_id, gone, who.user_id)
     flash(request, "success", "Database deleted.")
     return redirect(f"/projects/{deleted.project_id}")
 

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from services.api.domain import databases as database_domain
 from services.api.domain import projects as domain
 from services.api.domain.access import roles_in
+from services.api.domain.schedules import announce_gone
 from services.api.pages.audit import audited
 from services.api.pages.common import context, page_query, path_uuid, principal, redirect
 from services.api.pages.flash import flash
@@ -189,9 +190,12 @@ async def confirm_delete(request: web.Request) -> web.Response:
 async def delete_project(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     project_id = path_uuid(request, "id", "project")
+    who = principal(request)
     async with audited(request, "project.delete") as note, ctx.transaction() as session:
         note.target("project", project_id)
-        await domain.delete_project(session, principal(request), project_id)
+        gone = await domain.delete_project(session, who, project_id)
+        note.details["schedules_deleted"] = len(gone)
+    await announce_gone(ctx.nc, project_id, gone, who.user_id)
     flash(request, "success", "Project deleted.")
     return redirect("/projects")
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
-from proto.schedule_events import ScheduleChanged
-from proto.values import ScheduleChange
 from services.api.domain import databases as domain
-from services.api.domain.schedules import publish_change
+from services.api.domain.schedules import GoneSchedule, announce_gone
 from services.api.schemas.databases import (
     DatabaseCreate,
     DatabaseListQuery,
@@ -124,21 +121,5 @@ async def delete_database(call: Call[NoBody, NoQuery]) -> None:
         deleted = await domain.delete_database(session, call.principal, database_id)
     call.audit.target("database", database_id, deleted.project_id)
     call.audit.details["schedules_deleted"] = len(deleted.schedules)
-    await _announce_deleted_schedules(call, database_id, deleted)
-
-
-async def _announce_deleted_schedules(
-    call: Call[NoBody, NoQuery], database_id: uuid.UUID, deleted: domain.DeletedDatabase
-) -> None:
-    """Schedulers drop the schedules that went with the database (best effort, as
-    for every schedule change: schedulers also reconcile with the metadata DB)."""
-    for schedule_id in deleted.schedules:
-        event = ScheduleChanged(
-            schedule_id=schedule_id,
-            project_id=deleted.project_id,
-            database_id=database_id,
-            change=ScheduleChange.DELETED,
-            enabled=False,
-            changed_by=call.principal.user_id,
-        )
-        await publish_change(call.ctx.nc, event)
+    gone = [GoneSchedule(schedule_id, database_id) for schedule_id in deleted.schedules]
+    await announce_gone(call.ctx.nc, deleted.project_id, gone, call.principal.user_id)

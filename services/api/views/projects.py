@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.api.domain import projects as domain
 from services.api.domain.access import roles_in
+from services.api.domain.schedules import announce_gone
 from services.api.schemas.projects import (
     MemberAdd,
     MemberOut,
@@ -108,7 +109,9 @@ async def delete_project(call: Call[NoBody, NoQuery]) -> None:
     project_id = call.path_uuid("id", "project")
     call.audit.target("project", project_id)  # no project_id: the row is gone afterwards
     async with call.ctx.transaction() as session:
-        await domain.delete_project(session, call.principal, project_id)
+        schedules = await domain.delete_project(session, call.principal, project_id)
+    call.audit.details["schedules_deleted"] = len(schedules)
+    await announce_gone(call.ctx.nc, project_id, schedules, call.principal.user_id)
 
 
 @routes.get(
