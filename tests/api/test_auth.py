@@ -3,13 +3,17 @@ logout, the login rate limit, disabled accounts, password change and the audit."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
+from services.api.domain import users as users_domain
+from services.api.domain.sessions import hash_new_password
 from services.common.db.models import AuditEntry, RefreshToken, User
 from tests.api.client import PASSWORD, Actor, Api, Response
 
@@ -77,6 +81,38 @@ async def test_open_registration_makes_plain_users_and_refuses_duplicates(api: A
     )
     assert again.status == 409
     assert again.body["error"]["fields"] == {"email": "already registered"}
+
+
+@pytest.mark.parametrize("open_registration", [False, True])
+async def test_only_one_of_simultaneous_first_registrations_becomes_admin(
+    api: Api, monkeypatch: pytest.MonkeyPatch, open_registration: bool
+) -> None:
+    """On an empty install every one of these requests finds no account yet; the
+    password hashing is held until all of them have, so all race to be first."""
+    configure(api, allow_registration=open_registration)
+    racers = 4
+    counted = asyncio.Barrier(racers)
+
+    async def hash_after_everyone_counted(password: str, rounds: int) -> str:
+        async with asyncio.timeout(10):
+            await counted.wait()
+        return await hash_new_password(password, rounds)
+
+    monkeypatch.setattr(users_domain, "hash_new_password", hash_after_everyone_counted)
+    answers = await asyncio.gather(*(
+        api.post("/auth/register", json={"email": f"u{i}@example.com", "password": "long enough"})
+        for i in range(racers)
+    ))  # fmt: skip
+    made = [a.body for a in answers if a.status == 201]
+    assert [m["is_admin"] for m in made].count(True) == 1
+    if open_registration:
+        assert len(made) == racers
+    else:
+        assert len(made) == 1
+        assert {a.error_code for a in answers if a.status != 201} == {"registration_closed"}
+    async with api.ctx.transaction() as session:
+        admins = list(await session.scalars(select(User).where(User.is_admin.is_(True))))
+    assert [a.email for a in admins] == [m["email"] for m in made if m["is_admin"]]
 
 
 async def test_registration_validates_fields(api: Api) -> None:

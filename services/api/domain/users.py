@@ -32,7 +32,18 @@ async def register(
     first = not await session.scalar(select(func.count()).select_from(User))
     if not first and not allowed:
         raise Forbidden(REGISTRATION_CLOSED, code="registration_closed")
-    return await _insert(session, email, await hash_new_password(password, rounds), first)
+    password_hash = await hash_new_password(password, rounds)
+    if first:
+        try:
+            return await _insert(session, email, password_hash, True, first_account=True)
+        except FirstTaken:  # another registration won the race to be first
+            if not allowed:
+                raise Forbidden(REGISTRATION_CLOSED, code="registration_closed") from None
+    return await _insert(session, email, password_hash, False)
+
+
+class FirstTaken(Exception):
+    """Another account registered first meanwhile."""
 
 
 async def create_user(
@@ -48,14 +59,26 @@ async def create_user(
     return await _insert(session, email, await hash_new_password(password, rounds), is_admin)
 
 
-async def _insert(session: AsyncSession, email: str, password_hash: str, is_admin: bool) -> User:
+async def _insert(
+    session: AsyncSession,
+    email: str,
+    password_hash: str,
+    is_admin: bool,
+    *,
+    first_account: bool | None = None,
+) -> User:
     if await session.scalar(select(User.id).where(User.email == email)) is not None:
         raise Conflict(EMAIL_TAKEN, fields={"email": "already registered"})
-    user = User(email=email, password_hash=password_hash, is_admin=is_admin, is_active=True)
+    user = User(email=email, password_hash=password_hash, is_admin=is_admin, is_active=True,
+                first_account=first_account)  # fmt: skip
     try:
         async with session.begin_nested():
             session.add(user)
     except IntegrityError:  # registered at the same moment by another request
+        if first_account and await session.scalar(
+            select(User.id).where(User.first_account.is_(True))
+        ):
+            raise FirstTaken from None
         raise Conflict(EMAIL_TAKEN, fields={"email": "already registered"}) from None
     return user
 

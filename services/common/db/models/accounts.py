@@ -25,6 +25,10 @@ class User(UuidPk, Timestamps, Base):
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    first_account: Mapped[bool | None] = mapped_column(Boolean, unique=True)
+    """True on the account that registered first (and so became an administrator),
+    null on every other: the unique constraint lets only one registration win that
+    race, however many arrive at once on an empty install."""
 
     memberships: Mapped[list[ProjectMember]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True, lazy="raise"
