@@ -45,7 +45,7 @@ from services.executor.compress import EXTENSIONS, compressor
 from services.executor.context import ExecutorContext
 from services.executor.copies import Copy, failed_copies_warning, open_copies
 from services.executor.manifest import manifest_document, manifest_key
-from services.executor.pipeline import StreamStats, hash_stored, pump
+from services.executor.pipeline import StreamStats, pump
 from services.executor.tool import Tool
 
 log = logging.getLogger(__name__)
@@ -133,8 +133,7 @@ class BackupRun:
                             log.warning("discarded a partial artifact of an earlier attempt")
                 writers = await open_copies(copies, self.key)
                 self._require_a_copy(copies)
-                await self._stream(spec, adapter.magic, writers, algorithm)
-                counts = await self._count(spec)
+                counts = await self._stream_and_count(spec, adapter.magic, writers, algorithm)
             for writer in writers:
                 await writer.commit()
             stored = True
@@ -216,9 +215,24 @@ class BackupRun:
             name=database.name,
         )  # fmt: skip
 
+    async def _stream_and_count(self, spec: DumpSpec, magic: tuple[bytes, ...],
+                                writers: list[Writer], algorithm: Algorithm,
+                                ) -> dict[str, Any] | None:  # fmt: skip
+        if not spec.count_while_dumping:
+            await self._stream(spec, magic, writers, algorithm)
+            return await self._count(spec)
+        counting = asyncio.create_task(self._count(spec), name="backup-count")
+        try:
+            await self._stream(spec, magic, writers, algorithm)
+            return await counting
+        finally:
+            counting.cancel()  # (done already unless the stream failed)
+            with contextlib.suppress(asyncio.CancelledError):
+                await counting
+
     async def _stream(self, spec: DumpSpec, magic: tuple[bytes, ...], writers: list[Writer],
                       algorithm: Algorithm) -> None:  # fmt: skip
-        tool = self.tool = Tool(spec.argv, spec.env)
+        tool = self.tool = Tool(spec.argv, spec.env, on_output=self.stats.received)
         await tool.start(stdin=spec.stdin is not None)
         watchdog = asyncio.create_task(self._watch(tool), name="backup-watchdog")
         try:
@@ -294,7 +308,7 @@ class BackupRun:
             if not copy.alive:
                 continue
             try:
-                size, stored_digest = await hash_stored(copy.driver.read(self.key))
+                size, stored_digest = await copy.driver.sha256(self.key)
             except DestinationError as exc:
                 copy.fail(exc)
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 from collections.abc import Callable
@@ -10,10 +11,24 @@ from datetime import datetime
 
 from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import configure_mappers
 
 from services.common.credentials import CredentialCipher
 from services.common.db.types import utcnow
 from services.common.settings import Settings
+
+
+def settle_after_start() -> None:
+    """Once started, before the first job: the one-time work of the ORM done now
+    (mapping the models, which the first query would do 20-30 ms into the first
+    backup), then every object alive (modules, classes, mappings: most of the heap,
+    and they live as long as the process) moved out of the garbage collector's
+    sight. Otherwise each full collection walks all of them: a stall of the event
+    loop of about 60 ms, measured in the middle of a backup, whenever the collector
+    decides one is due."""
+    configure_mappers()
+    gc.collect()
+    gc.freeze()
 
 
 def default_executor_id() -> str:

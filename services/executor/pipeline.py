@@ -1,10 +1,11 @@
 """The streaming pipeline: dump bytes -> compress -> sha256 -> every destination
-writer, one chunk at a time (constant memory; a slow destination slows the dump
-down through back-pressure instead of buffering)."""
+writer, a bounded amount at a time (constant memory; a slow destination slows the
+dump down through back-pressure instead of buffering)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 from services.common.destinations.base import Writer
 from services.executor.compress import Compressor
 
-BLOCK_SIZE = 1 << 20
+BLOCK_SIZE = 1 << 20  # what gzip compresses per worker-thread round trip
+WRITE_SIZE = 512 << 10  # compressed bytes gathered per write to the destinations
 
 
 @dataclass
@@ -23,6 +25,12 @@ class StreamStats:
     started: float = field(default_factory=time.monotonic)
     last_input_at: float = field(default_factory=time.monotonic)
     sha256: hashlib._Hash = field(default_factory=hashlib.sha256)
+
+    def received(self, size: int) -> None:
+        """Count dump bytes as they arrive (``Tool(on_output=...)``), before they are
+        gathered into blocks: progress and stall detection see every byte at once."""
+        self.bytes_in += size
+        self.last_input_at = time.monotonic()
 
     @property
     def elapsed_s(self) -> float:
@@ -40,36 +48,55 @@ async def pump(
     writers: Sequence[Writer],
     stats: StreamStats,
 ) -> None:
-    """Move every chunk of ``source`` through ``compressor`` into ``writers``."""
+    """Move every chunk of ``source`` through ``compressor`` into ``writers``. The
+    source's bytes are counted where they arrive (:meth:`StreamStats.received`).
 
-    async def emit(data: bytes) -> None:
-        if not data:
+    One write is in flight while the next block is compressed: a write is a worker
+    thread round trip, and on a busy machine the wait for a free CPU would
+    otherwise leave the compressor without input. The next write starts only once
+    the one before has finished, so each destination gets the blocks in order and
+    a slow one slows the dump down."""
+    pending: list[bytes] = []  # compressed, not yet written
+    pending_size = 0
+    writing: asyncio.Future[list[None]] | None = None
+
+    async def emit(data: bytes, *, last: bool = False) -> None:
+        nonlocal pending_size, writing
+        if data:
+            pending.append(data)
+            pending_size += len(data)
+        if pending_size < WRITE_SIZE and not (last and pending):
             return
-        stats.bytes_out += len(data)
-        stats.sha256.update(data)
-        await asyncio.gather(*(writer.write(data) for writer in writers))
+        block = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        pending_size = 0
+        stats.bytes_out += len(block)
+        stats.sha256.update(block)
+        if writing is not None:
+            await writing  # (raises what the write raised)
+        writing = asyncio.gather(*(writer.write(block) for writer in writers))
 
-    # Pipe reads come in small pieces (tens of KiB): gather them into blocks so each
-    # hop to the compressor thread carries enough work to be worth it. Every piece
-    # still counts at once, so progress and stall detection stay exact.
-    block = bytearray()
-    async for chunk in source:
-        stats.bytes_in += len(chunk)
-        stats.last_input_at = time.monotonic()
-        block += chunk
-        if len(block) >= BLOCK_SIZE:
-            data, block = bytes(block), bytearray()
-            await emit(await asyncio.to_thread(compressor.compress, data))
-    if block:
-        await emit(await asyncio.to_thread(compressor.compress, bytes(block)))
-    await emit(await asyncio.to_thread(compressor.flush))
-
-
-async def hash_stored(chunks: AsyncIterator[bytes]) -> tuple[int, str]:
-    """Size and sha256 of bytes read back from a destination."""
-    digest = hashlib.sha256()
-    size = 0
-    async for chunk in chunks:
-        size += len(chunk)
-        digest.update(chunk)
-    return size, digest.hexdigest()
+    try:
+        if compressor.inline:
+            # zstd: each piece is copied into its job buffer, its workers compress
+            async for chunk in source:
+                await emit(compressor.compress(chunk))
+        else:
+            # gzip works in the calling thread: blocks of >= 1 MiB, one worker-thread
+            # round trip each, so the event loop keeps serving
+            block = bytearray()
+            async for chunk in source:
+                block += chunk
+                if len(block) >= BLOCK_SIZE:
+                    data, block = bytes(block), bytearray()
+                    await emit(await asyncio.to_thread(compressor.compress, data))
+            if block:
+                await emit(await asyncio.to_thread(compressor.compress, bytes(block)))
+        await emit(await asyncio.to_thread(compressor.flush), last=True)
+        if writing is not None:
+            await writing
+    finally:
+        if writing is not None:  # stopped early: no write left running or unheard
+            writing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writing

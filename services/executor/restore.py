@@ -54,7 +54,7 @@ from services.executor.adapters.base import Adapter, Target
 from services.executor.compress import decompressor, detect
 from services.executor.context import ExecutorContext
 from services.executor.scratch import private_dir
-from services.executor.tool import CHUNK_SIZE, Tool
+from services.executor.tool import CHUNK_SIZE, Tool, close_early
 
 log = logging.getLogger(__name__)
 LOG_TAIL_CHARS = 8000
@@ -206,17 +206,21 @@ class RestoreRun:
         hasher = hashlib.sha256()
         inflate = None
         last_report = time.monotonic()
-        async for chunk in source.read():
-            hasher.update(chunk)
-            if inflate is None:
-                inflate = decompressor(detect(chunk))
-            self.bytes_in += len(chunk)
-            out = await asyncio.to_thread(inflate.decompress, chunk)
-            if out:
-                yield out
-            if time.monotonic() - last_report >= self.ctx.settings.progress_interval_s:
-                last_report = time.monotonic()
-                await self._progress(source.size)
+        chunks = source.read()
+        try:
+            async for chunk in chunks:
+                hasher.update(chunk)
+                if inflate is None:
+                    inflate = decompressor(detect(chunk))
+                self.bytes_in += len(chunk)
+                out = await asyncio.to_thread(inflate.decompress, chunk)
+                if out:
+                    yield out
+                if time.monotonic() - last_report >= self.ctx.settings.progress_interval_s:
+                    last_report = time.monotonic()
+                    await self._progress(source.size)
+        finally:
+            await close_early(chunks)  # when the tool stopped reading halfway
         if hasher.hexdigest() != source.sha256:
             raise RunFailed("checksum_mismatch", f"{source.what} changed while it was restored; "
                             "the restore was stopped before it finished")  # fmt: skip

@@ -26,13 +26,6 @@ import tempfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-import aiomysql
-import asyncpg
-import redis.asyncio as aioredis
-import redis.exceptions
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
 from services.executor.adapters.base import DatabaseError, Target
 from services.executor.tool import ToolMissing
 
@@ -230,6 +223,11 @@ class TemporaryRedis(TemporaryServer):
                       name="temporary redis-server")  # fmt: skip
 
     async def ready(self) -> bool:
+        import redis.asyncio as aioredis  # drivers load with their engine (adapters/__init__)
+        import redis.exceptions
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
         client = aioredis.Redis(host=HOST, port=self.port, password=self.password,
                                 socket_connect_timeout=2, socket_timeout=5,
                                 retry=Retry(NoBackoff(), 0))  # fmt: skip
@@ -284,6 +282,8 @@ class TemporaryPostgres(TemporaryServer):
                       name="temporary PostgreSQL server")  # fmt: skip
 
     async def ready(self) -> bool:
+        import asyncpg  # drivers load with their engine (adapters/__init__)
+
         try:
             conn = await asyncpg.connect(host=HOST, port=self.port, user="postgres",
                                          password=self.password, database="postgres",
@@ -343,6 +343,8 @@ class TemporaryMariaDB(TemporaryServer):
                       name="temporary MariaDB server")  # fmt: skip
 
     async def ready(self) -> bool:
+        import aiomysql  # drivers load with their engine (adapters/__init__)
+
         try:
             conn = await aiomysql.connect(host=HOST, port=self.port, user="root",
                                           password=self.password, connect_timeout=5)  # fmt: skip

@@ -1,19 +1,23 @@
 """Running a dump or restore tool: argv as a list, secrets only through env or 0600
-files, stdout read in chunks as an async iterator, stderr read concurrently into a
+files, stdout read in batches as an async iterator, stderr read concurrently into a
 bounded tail, and the whole process group killed if we stop early."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from services.common.errors import BackupManagerError
 
-CHUNK_SIZE = 1 << 20
+CHUNK_SIZE = 1 << 20  # stdout wakes its reader once per this many bytes
+MAX_UNREAD = 1 << 20  # stdout not yet taken by its reader: past this, reading pauses
+PIPE_SIZE = 1 << 20  # what Linux lets any process ask for (fs.pipe-max-size); the
+# kernel holds it, not our heap: the tool keeps writing while we compress a batch
 STDERR_TAIL_BYTES = 64 * 1024
 KILL_GRACE_S = 5.0
 
@@ -22,30 +26,129 @@ class ToolMissing(BackupManagerError):
     code = "tool_missing"
 
 
-class Tool:
-    """One running tool process."""
+class _Output(asyncio.Protocol):
+    """A tool's stdout, taken in batches.
 
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
+    A pipe delivers a dump in reads of tens of KiB (about 60,000 per GiB); waking the
+    reader for each one cost more CPU than anything else the executor does besides
+    compressing. Here every read is counted as it arrives (``on_data``: progress and
+    stall detection stay exact) and kept as it is, and the reader wakes once as many
+    bytes as it asked for are waiting (or at the end) and takes them all. Past
+    ``max_unread`` bytes not taken, reading pauses, so a slow reader slows the tool
+    down instead of filling memory (the pipe itself holds ``PIPE_SIZE`` more)."""
+
+    def __init__(self, max_unread: int, on_data: Callable[[int], None] | None) -> None:
+        self._max_unread = max_unread
+        self._on_data = on_data
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._wanted = 0  # bytes the waiting reader asked for
+        self._transport: asyncio.ReadTransport | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused = False
+        self._eof = False
+        self._error: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.ReadTransport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._on_data is not None:
+            self._on_data(len(data))
+        if self._size >= self._wanted:
+            self._wake()
+        if self._size >= self._max_unread and not self._paused and self._transport is not None:
+            self._transport.pause_reading()
+            self._paused = True
+
+    def eof_received(self) -> None:
+        self._eof = True
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._error = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def take(self, min_size: int) -> deque[bytes]:
+        """Every piece waiting, once they add up to ``min_size`` bytes (or the
+        output has ended); empty at the end."""
+        self._wanted = min_size
+        while self._size < min_size and not self._eof:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if self._error is not None and not self._chunks:
+            raise self._error
+        chunks, self._chunks, self._size = self._chunks, deque(), 0
+        if self._paused and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
+        return chunks
+
+
+class Tool:
+    """One running tool process. ``on_output`` is called with the size of every
+    piece of stdout as it arrives (before ``stdout()`` hands it on)."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        *,
+        on_output: Callable[[int], None] | None = None,
+    ) -> None:
         self.argv = list(argv)
         self.env = dict(env)
         self.process: asyncio.subprocess.Process | None = None
+        self._on_output = on_output
+        self._stdout: _Output | None = None
+        self._stdout_transport: asyncio.ReadTransport | None = None
         self._stderr: deque[bytes] = deque()
         self._stderr_size = 0
         self._stderr_task: asyncio.Task[None] | None = None
 
     async def start(self, *, stdin: bool = False) -> None:
+        # stdout is a pipe of our own, read by _Output rather than a StreamReader
+        read_end, write_end = os.pipe()
+        with contextlib.suppress(OSError):  # a bigger pipe buffer, where allowed
+            fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         try:
             self.process = await asyncio.create_subprocess_exec(
                 *self.argv,
                 stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
+                stdout=write_end,
                 stderr=asyncio.subprocess.PIPE,
                 env=self.env,
                 start_new_session=True,  # its own group: we can kill it with its children
-                limit=CHUNK_SIZE,
             )
-        except FileNotFoundError:
-            raise ToolMissing(f"{self.argv[0]} is not installed on this executor") from None
+        except BaseException as exc:
+            os.close(read_end)
+            if isinstance(exc, FileNotFoundError):
+                raise ToolMissing(f"{self.argv[0]} is not installed on this executor") from None
+            raise
+        finally:
+            os.close(write_end)  # the tool holds it now: its exit is our end of file
+        output = self._stdout = _Output(MAX_UNREAD, self._on_output)
+        pipe = os.fdopen(read_end, "rb", buffering=0)  # the transport closes it
+        try:
+            transport, _ = await asyncio.get_running_loop().connect_read_pipe(lambda: output, pipe)
+        except BaseException:
+            pipe.close()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            raise
+        assert isinstance(transport, asyncio.ReadTransport)
+        self._stdout_transport = transport
         assert self.process.stderr is not None
         self._stderr_task = asyncio.create_task(self._read_stderr(self.process.stderr))
 
@@ -64,11 +167,16 @@ class Tool:
     def stderr_tail(self) -> str:
         return b"".join(self._stderr).decode("utf-8", errors="replace")
 
-    async def stdout(self, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
-        assert self.process is not None
-        assert self.process.stdout is not None
-        while chunk := await self.process.stdout.read(chunk_size):
-            yield chunk
+    async def stdout(self) -> AsyncIterator[bytes]:
+        """The tool's output to its end, in the pieces the pipe delivered: the first
+        as soon as it arrives (so the caller can look at the head at once), the
+        rest in batches of about ``CHUNK_SIZE`` bytes (one wake-up per batch)."""
+        assert self._stdout is not None
+        chunks = await self._stdout.take(1)
+        while chunks:
+            while chunks:
+                yield chunks.popleft()  # not held on to once handed on
+            chunks = await self._stdout.take(CHUNK_SIZE)
 
     async def feed(self, chunks: AsyncIterator[bytes]) -> None:
         """Write ``chunks`` to the tool's stdin with back-pressure, then close it.
@@ -83,9 +191,11 @@ class Tool:
                 stdin.write(chunk)
                 await stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
+            await close_early(chunks)
             return  # the tool stopped reading: its exit code and stderr say why
         except BaseException:
             await self.kill()
+            await close_early(chunks)
             raise
         stdin.close()
         with contextlib.suppress(ConnectionError):
@@ -120,3 +230,14 @@ class Tool:
             self._stderr_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._stderr_task
+        if self._stdout_transport is not None:
+            self._stdout_transport.close()  # a reader still waiting sees the end
+
+
+async def close_early(chunks: AsyncIterator[bytes]) -> None:
+    """Close a stream left before its end now (its files, its own sources), not
+    whenever the garbage collector finds it."""
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()

@@ -17,6 +17,7 @@ from typing import ClassVar
 import pytest
 
 from services.common.db.enums import BackupStatus, DatabaseEngine
+from services.common.destinations.local import LocalWriter
 from services.executor import adapters
 from services.executor.adapters.base import Adapter, DumpSpec, ProbeResult, Target
 from services.executor.backup import BackupRun
@@ -181,4 +182,34 @@ async def test_real_pg_dump_killed_mid_stream(
     await task
     backup = await load_backup(executor, job.backup_id)
     assert (backup.status, backup.error_code) == (BackupStatus.FAILED, "dump_failed")
+    no_leftovers(data.storage)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted"])
+async def test_a_stored_copy_that_differs_is_detected(
+    executor: ExecutorContext, tmp_path: Path, script_adapter: ScriptAdapter,
+    monkeypatch: pytest.MonkeyPatch, damage: str,
+) -> None:  # fmt: skip
+    """The read-back check after the commit: a disk that loses or flips a byte."""
+    data = await seeded(executor, tmp_path)
+    commit = LocalWriter.commit
+
+    async def commit_then_damage(writer: LocalWriter) -> None:
+        await commit(writer)
+        [artifact] = stored_files(data.storage)
+        if damage == "truncated":
+            os.truncate(artifact, artifact.stat().st_size - 1)
+        else:
+            with artifact.open("r+b") as handle:
+                handle.seek(100)
+                byte = handle.read(1)
+                handle.seek(100)
+                handle.write(bytes([byte[0] ^ 0xFF]))
+
+    monkeypatch.setattr(LocalWriter, "commit", commit_then_damage)
+    job = await queue_backup(executor, data)
+    await BackupRun(executor, job).execute()
+    backup = await load_backup(executor, job.backup_id)
+    assert (backup.status, backup.error_code) == (BackupStatus.FAILED, "verify_mismatch")
+    assert "differs from what was written" in (backup.error_message or "")
     no_leftovers(data.storage)

@@ -4,6 +4,7 @@ user input); a driver refuses any key that would leave its root."""
 from __future__ import annotations
 
 import abc
+import hashlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -87,3 +88,13 @@ class Driver(abc.ABC):
 
     async def read_bytes(self, key: str) -> bytes:
         return b"".join([chunk async for chunk in self.read(key)])
+
+    async def sha256(self, key: str) -> tuple[int, str]:
+        """Size and sha256 (hex) of a stored artifact, read back from the destination
+        (a driver that can hash where the bytes are overrides this)."""
+        digest = hashlib.sha256()
+        size = 0
+        async for chunk in self.read(key):
+            size += len(chunk)
+            digest.update(chunk)
+        return size, digest.hexdigest()

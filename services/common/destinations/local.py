@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -124,6 +125,22 @@ class LocalDriver(Driver):
                 yield chunk
         finally:
             handle.close()
+
+    async def sha256(self, key: str) -> tuple[int, str]:
+        """Hashed in one worker thread (not one round trip per chunk read)."""
+        path = self.path_of(key)
+
+        def digest() -> tuple[int, str]:
+            with path.open("rb") as handle:
+                hashed = hashlib.file_digest(handle, "sha256")
+                return handle.tell(), hashed.hexdigest()
+
+        try:
+            return await asyncio.to_thread(digest)
+        except FileNotFoundError:
+            raise ArtifactMissing(f"artifact {key} is missing from {self.root}") from None
+        except OSError as exc:
+            raise _explain(exc, path) from None
 
     async def stat(self, key: str) -> ObjectInfo:
         path = self.path_of(key)

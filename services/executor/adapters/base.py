@@ -70,6 +70,9 @@ class DumpSpec:
     """Counts what the dump holds (rows, documents, keys); called once the dump tool
     has finished, still inside the ``dump_command`` block (PostgreSQL counts in the
     snapshot the dump was taken from, which the block keeps open)."""
+    count_while_dumping: bool = False
+    """The counter sees what the dump sees whenever it runs (PostgreSQL's exported
+    snapshot), so it runs beside the dump tool instead of after it."""
 
 
 @dataclass(frozen=True)
@@ -287,12 +290,12 @@ async def first_bytes(
         except StopAsyncIteration:
             break
         pending.append(chunk)
-        head += chunk
+        head += chunk[: count - len(head)]
 
     async def replay() -> AsyncIterator[bytes]:
-        for chunk in pending:
-            yield chunk
+        while pending:
+            yield pending.pop(0)  # not held on to for the rest of the stream
         async for chunk in iterator:
             yield chunk
 
-    return head[:count], replay()
+    return head, replay()

@@ -138,7 +138,7 @@ class PostgresAdapter(Adapter):
             _exported_snapshot(target) as (snapshot, counter),
             self._pg_dump(target, tool, tool_version, snapshot) as spec,
         ):
-            yield dataclasses.replace(spec, counter=counter)
+            yield dataclasses.replace(spec, counter=counter, count_while_dumping=bool(snapshot))
 
     @contextlib.asynccontextmanager
     async def _pg_dump(
