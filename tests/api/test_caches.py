@@ -390,28 +390,34 @@ async def test_concurrent_identical_requests_share_one_computation(
     assert computations == 1
 
 
+def fail_computation(monkeypatch: pytest.MonkeyPatch, function: str, number: int) -> list[int]:
+    """Make the ``number``-th computation by ``domain.stats.<function>`` fail; the
+    returned one-item list counts the computations."""
+    real_compute = getattr(stats_domain, function)
+    computations = [0]
+
+    async def compute(*args: Any, **kwargs: Any) -> Any:
+        computations[0] += 1
+        if computations[0] == number:
+            raise RuntimeError("the metadata DB went away")
+        return await real_compute(*args, **kwargs)
+
+    monkeypatch.setattr(stats_domain, function, compute)
+    return computations
+
+
 @pytest.mark.parametrize(("path", "function"), FUNCTIONS)
 async def test_a_failed_computation_is_not_remembered(
     api: Api, seed: Seed, clock: Clock, monkeypatch: pytest.MonkeyPatch, path: str, function: str
 ) -> None:
     alice, _, _ = await one_project(api, seed)
-    real_compute = getattr(stats_domain, function)
-    computations = 0
-
-    async def flaky_compute(*args: Any, **kwargs: Any) -> Any:
-        nonlocal computations
-        computations += 1
-        if computations == 1:
-            raise RuntimeError("the metadata DB went away")
-        return await real_compute(*args, **kwargs)
-
-    monkeypatch.setattr(stats_domain, function, flaky_compute)
+    computations = fail_computation(monkeypatch, function, number=1)
     assert (await api.get(path, as_=alice)).status == 500
     retried = await api.get(path, as_=alice)  # the clock has not moved
     assert retried.status == 200
     assert counted(path, retried.body) == 1
     assert (await api.get(path, as_=alice)).status == 200
-    assert computations == 2  # the success is remembered
+    assert computations[0] == 2  # the success is remembered
 
 
 @pytest.mark.parametrize("path", STATS)
@@ -471,17 +477,7 @@ async def test_a_failed_refresh_is_not_remembered(
     api: Api, seed: Seed, clock: Clock, monkeypatch: pytest.MonkeyPatch, path: str, function: str
 ) -> None:
     alice, db, disk = await one_project(api, seed)
-    real_compute = getattr(stats_domain, function)
-    computations = 0
-
-    async def failing_refresh(*args: Any, **kwargs: Any) -> Any:
-        nonlocal computations
-        computations += 1
-        if computations == 2:
-            raise RuntimeError("the metadata DB went away")
-        return await real_compute(*args, **kwargs)
-
-    monkeypatch.setattr(stats_domain, function, failing_refresh)
+    computations = fail_computation(monkeypatch, function, number=2)
     first = (await api.get(path, as_=alice)).body
     await add_backup(seed, db, disk)
     clock.set(5)
@@ -497,6 +493,6 @@ async def test_a_failed_refresh_is_not_remembered(
                 break
             await asyncio.sleep(0.01)
     assert failures <= 1
-    assert computations == 3
+    assert computations[0] == 3
     assert counted(path, (await api.get(path, as_=alice)).body) == 2
-    assert computations == 3
+    assert computations[0] == 3
