@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from typing import Any, Final
 
 from nats.aio.client import Client as NATS
-from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -23,7 +23,7 @@ from services.api.auth.principal import Principal
 from services.api.domain.access import require_role, visible_projects
 from services.api.domain.databases import get_database
 from services.api.web.errors import Conflict, ServiceUnavailable, ValidationFailed, not_found
-from services.api.web.pagination import PageQuery, cut, decode_cursor, keyset
+from services.api.web.pagination import PageQuery, after_cursor, cut, decode_cursor, keyset
 from services.common.artifacts import (
     Removal,
     copies_with_destinations,
@@ -217,8 +217,8 @@ def _merged(filters: Filters, database_ids: list[uuid.UUID], page: PageQuery) ->
     run = _RUN
     own = select(run.queued_at).where(run.database_id == Database.id, *_conditions(filters, run))
     if page.cursor:
-        a, b = decode_cursor(page.cursor, (datetime, uuid.UUID))
-        own = own.where(or_(run.queued_at < a, and_(run.queued_at == a, run.id < b)))
+        cursor = decode_cursor(page.cursor, (datetime, uuid.UUID))
+        own = own.where(after_cursor((run.queued_at, run.id), cursor))
     own_last = (
         own.order_by(run.queued_at.desc()).limit(1).offset(page.limit)
         .correlate(Database).scalar_subquery()

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -83,9 +83,17 @@ def keyset(
     than a page (to know whether another page follows)."""
     first, second = order
     if page.cursor:
-        a, b = decode_cursor(page.cursor, kinds)
-        stmt = stmt.where(or_(first < a, and_(first == a, second < b)))
+        stmt = stmt.where(after_cursor(order, decode_cursor(page.cursor, kinds)))
     return stmt.order_by(first.desc(), second.desc()).limit(page.limit + 1)
+
+
+def after_cursor(order: Order, values: tuple[Any, ...]) -> ColumnElement[bool]:
+    """Rows that come after the cursor's row, newest first. A row-value comparison:
+    written as ``a < x OR (a = x AND b < y)``, SQLite plans it as two index searches
+    and a sort of everything older than the cursor (160 ms a page deep into 100,000
+    rows, instead of 0.1 ms)."""
+    first, second = order
+    return tuple_(first, second) < tuple_(*values)
 
 
 def cut(rows: list[Any], page: PageQuery, order: Order) -> tuple[list[Any], str | None]:
