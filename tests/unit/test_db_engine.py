@@ -76,7 +76,12 @@ def test_every_table_is_registered_with_named_constraints() -> None:
 def test_migrations_form_one_line_ending_at_head() -> None:
     script = ScriptDirectory.from_config(migrate.alembic_config())
     assert script.get_heads() == [migrate.head()]
-    assert migrate.head() == "0001"
+    newest_first = list(script.walk_revisions())
+    # Numbered in order, each revising the one before: no branch, no gap.
+    numbers = [f"{n:04d}" for n in range(1, len(newest_first) + 1)]
+    assert [r.revision for r in reversed(newest_first)] == numbers
+    assert [r.down_revision for r in reversed(newest_first)] == [None, *numbers[:-1]]
+    assert migrate.head() == numbers[-1]
 
 
 async def test_create_engine_makes_the_parent_directory(tmp_path: Path) -> None:
