@@ -7,8 +7,10 @@ import re
 
 import pytest
 from playwright.async_api import BrowserContext, Page, expect
+from sqlalchemy import select
 
 from services.common.db.enums import ProjectRole
+from services.common.db.models import Schedule, User
 from tests.ui.conftest import Stack, log_in
 
 pytestmark = pytest.mark.integration
@@ -118,3 +120,39 @@ async def test_admin_pages_are_for_administrators(stack: Stack, page: Page) -> N
         await expect(page.get_by_text("only an administrator", exact=False)).to_be_visible()
     await page.goto(f"{stack.url}/tokens")
     await expect(page.get_by_role("heading", name="API tokens")).to_be_visible()
+
+
+async def test_every_delete_asks_first_and_posts_to_its_own_action(
+    stack: Stack, page: Page
+) -> None:
+    admin = await stack.user("root", admin=True)
+    other = await stack.user("other")
+    shop = await stack.project("Shop", {admin: ProjectRole.OWNER})
+    database = await stack.database(shop)
+    backup = await stack.backup(database)
+    async with stack.ctx.transaction() as session:
+        schedule = Schedule(database_id=database, name="nightly", cron="@daily")
+        session.add(schedule)
+        await session.flush()
+        other_id = await session.scalar(select(User.id).where(User.email == other))
+    await log_in(page, stack, admin)
+    pages = {
+        f"/projects/{shop}": ("Delete project “Shop”?", "Delete project"),
+        f"/databases/{database}": ("Delete database “orders”?", "Delete database"),
+        f"/schedules/{schedule.id}": ("Delete schedule “nightly”?", "Delete schedule"),
+        f"/backups/{backup}": ("Delete this backup?", "Delete backup"),
+        f"/admin/users/{other_id}": (f"Delete the account {other}?", "Delete account"),
+    }
+    for path, (title, button) in pages.items():
+        assert await status_of(page, f"{stack.url}{path}/delete") == 200, path
+        await expect(page.get_by_role("heading", name=title)).to_be_visible()
+        form = page.locator("main form.actions")
+        assert await form.get_attribute("action") == f"{path}/delete"
+        await expect(form.get_by_role("button", name=button)).to_be_visible()
+        cancel = form.get_by_role("link", name="Cancel")
+        assert await cancel.get_attribute("href") == (
+            path if "admin" not in path else "/admin/users"
+        )
+    await expect(page.locator("dl.facts")).to_have_count(0)  # the account page lists none
+    await page.goto(f"{stack.url}/backups/{backup}/delete")
+    await expect(page.locator("dl.facts")).to_contain_text("x/y/z.pgdump.zst")

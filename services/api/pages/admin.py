@@ -13,6 +13,7 @@ from services.api.domain import users as domain
 from services.api.domain.audit_query import list_audit
 from services.api.pages.audit import audited
 from services.api.pages.common import (
+    confirm_page,
     context,
     page_query,
     path_uuid,
@@ -155,17 +156,14 @@ async def confirm_delete_user(request: web.Request) -> web.Response:
     user_id = path_uuid(request, "id", "user")
     async with ctx.transaction() as session:
         user = await domain.get_user(session, principal(request), user_id)
-    return render(
+    return confirm_page(
         request,
-        "confirm.html",
-        {
-            "title": f"Delete the account {user.email}?",
-            "message": "Its memberships, sessions and API tokens go with it; the audit log keeps "
-            "its entries. To keep the account for later, disable it instead.",
-            "action": f"/admin/users/{user_id}/delete",
-            "button": "Delete account",
-            "cancel": "/admin/users",
-        },
+        title=f"Delete the account {user.email}?",
+        message="Its memberships, sessions and API tokens go with it; the audit log keeps "
+        "its entries. To keep the account for later, disable it instead.",
+        action=f"/admin/users/{user_id}/delete",
+        button="Delete account",
+        cancel="/admin/users",
     )
 
 

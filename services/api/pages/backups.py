@@ -15,6 +15,7 @@ from services.api.domain import restores as restore_domain
 from services.api.domain.access import RANK, roles_in
 from services.api.pages.audit import audited
 from services.api.pages.common import (
+    confirm_page,
     context,
     page_query,
     path_uuid,
@@ -166,21 +167,18 @@ async def confirm_delete(request: web.Request) -> web.Response:
         backup, _ = await domain.get_backup(
             session, principal(request), backup_id, ProjectRole.OWNER
         )
-    return render(
+    return confirm_page(
         request,
-        "confirm.html",
-        {
-            "title": "Delete this backup?",
-            "message": "Its artifact is deleted from every destination; this cannot be undone.",
-            "details": [
-                ("Queued", backup.queued_at.strftime("%Y-%m-%d %H:%M UTC")),
-                ("Status", backup.status.value),
-                ("Artifact", backup.artifact_key or "—"),
-            ],
-            "action": f"/backups/{backup_id}/delete",
-            "button": "Delete backup",
-            "cancel": f"/backups/{backup_id}",
-        },
+        title="Delete this backup?",
+        message="Its artifact is deleted from every destination; this cannot be undone.",
+        details=[
+            ("Queued", backup.queued_at.strftime("%Y-%m-%d %H:%M UTC")),
+            ("Status", backup.status.value),
+            ("Artifact", backup.artifact_key or "—"),
+        ],
+        action=f"/backups/{backup_id}/delete",
+        button="Delete backup",
+        cancel=f"/backups/{backup_id}",
     )
 
 

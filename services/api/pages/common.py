@@ -79,6 +79,23 @@ def back(request: web.Request, fallback: str = "/") -> str:
     return safe_next(parts.path + (f"?{parts.query}" if parts.query else ""), fallback)
 
 
+def confirm_page(
+    request: web.Request,
+    *,
+    title: str,
+    message: str,
+    action: str,
+    button: str,
+    cancel: str,
+    details: list[tuple[str, str]] | None = None,
+) -> web.Response:
+    """The "are you sure?" page before a deletion: the form posts to ``action``."""
+    return render(request, "confirm.html", {
+        "title": title, "message": message, "details": details, "action": action,
+        "button": button, "cancel": cancel,
+    })  # fmt: skip
+
+
 def error_page(
     request: web.Request, status: int, title: str, message: str, *, hint: str | None = None
 ) -> web.Response:

@@ -16,6 +16,7 @@ from services.api.domain.access import roles_in
 from services.api.domain.schedules import GoneSchedule, announce_gone
 from services.api.pages.audit import audited
 from services.api.pages.common import (
+    confirm_page,
     context,
     page_query,
     path_uuid,
@@ -276,17 +277,14 @@ async def confirm_delete(request: web.Request) -> web.Response:
         database = await domain.get_database(
             session, principal(request), database_id, ProjectRole.OWNER
         )
-    return render(
+    return confirm_page(
         request,
-        "confirm.html",
-        {
-            "title": f"Delete database “{database.name}”?",
-            "message": "Its settings and schedules are deleted; the server itself is not touched. "
-            "A database that still has backups cannot be deleted: delete them first.",
-            "action": f"/databases/{database_id}/delete",
-            "button": "Delete database",
-            "cancel": f"/databases/{database_id}",
-        },
+        title=f"Delete database “{database.name}”?",
+        message="Its settings and schedules are deleted; the server itself is not touched. "
+        "A database that still has backups cannot be deleted: delete them first.",
+        action=f"/databases/{database_id}/delete",
+        button="Delete database",
+        cancel=f"/databases/{database_id}",
     )
 
 

@@ -13,7 +13,14 @@ from services.api.domain import projects as domain
 from services.api.domain.access import roles_in
 from services.api.domain.schedules import announce_gone
 from services.api.pages.audit import audited
-from services.api.pages.common import context, page_query, path_uuid, principal, redirect
+from services.api.pages.common import (
+    confirm_page,
+    context,
+    page_query,
+    path_uuid,
+    principal,
+    redirect,
+)
 from services.api.pages.flash import flash
 from services.api.pages.forms import Form, parse
 from services.api.pages.queries import last_runs
@@ -171,18 +178,15 @@ async def confirm_delete(request: web.Request) -> web.Response:
         project, _ = await domain.get_project(
             session, principal(request), project_id, ProjectRole.OWNER
         )
-    return render(
+    return confirm_page(
         request,
-        "confirm.html",
-        {
-            "title": f"Delete project “{project.name}”?",
-            "message": "The project, its databases, schedules and memberships are deleted. "
-            "A project whose databases still have backups cannot be deleted: delete "
-            "those backups first.",
-            "action": f"/projects/{project_id}/delete",
-            "button": "Delete project",
-            "cancel": f"/projects/{project_id}",
-        },
+        title=f"Delete project “{project.name}”?",
+        message="The project, its databases, schedules and memberships are deleted. "
+        "A project whose databases still have backups cannot be deleted: delete "
+        "those backups first.",
+        action=f"/projects/{project_id}/delete",
+        button="Delete project",
+        cancel=f"/projects/{project_id}",
     )
 
 

@@ -17,6 +17,7 @@ from services.api.domain.databases import get_database
 from services.api.pages import schedule_form as sf
 from services.api.pages.audit import audited
 from services.api.pages.common import (
+    confirm_page,
     context,
     page_query,
     path_uuid,
@@ -346,16 +347,13 @@ async def confirm_delete(request: web.Request) -> web.Response:
         view = await domain.get_schedule(
             session, principal(request), schedule_id, ProjectRole.OPERATOR
         )
-    return render(
+    return confirm_page(
         request,
-        "confirm.html",
-        {
-            "title": f"Delete schedule “{view.schedule.name}”?",
-            "message": "It stops firing at once. Its backups stay (delete them one by one).",
-            "action": f"/schedules/{schedule_id}/delete",
-            "button": "Delete schedule",
-            "cancel": f"/schedules/{schedule_id}",
-        },
+        title=f"Delete schedule “{view.schedule.name}”?",
+        message="It stops firing at once. Its backups stay (delete them one by one).",
+        action=f"/schedules/{schedule_id}/delete",
+        button="Delete schedule",
+        cancel=f"/schedules/{schedule_id}",
     )
 
 
