@@ -21,6 +21,7 @@ Which subject goes where is defined in ``proto.subjects``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
@@ -59,6 +60,8 @@ DEFAULT_MAX_ACK_PENDING: Final = 1000
 _STREAM_NAME_IN_USE: Final = 10058  # created meanwhile by another replica
 
 R = TypeVar("R", bound=Reply)
+
+log = logging.getLogger(__name__)
 
 
 class StreamSetupError(BackupManagerError):
@@ -236,6 +239,17 @@ async def publish(
         raise StreamSetupError(
             f"JetStream refused {subject} for stream {stream}: {exc.description}"
         ) from exc
+
+
+async def publish_or_log(nc: NATS, event: Message) -> bool:
+    """Publish an event whose loss must not fail the work it reports (the metadata
+    DB row is the record; events follow it): a failure is logged, not raised."""
+    try:
+        await publish(nc, event)
+    except Exception as exc:
+        log.warning("could not publish %s: %s", event.SUBJECT, exc)
+        return False
+    return True
 
 
 async def request(nc: NATS, msg: Request, reply_type: type[R], *, timeout_s: float) -> R:

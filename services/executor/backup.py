@@ -37,7 +37,7 @@ from services.common.destinations import driver_for
 from services.common.destinations.base import DestinationError, Driver, Writer
 from services.common.errors import BackupManagerError
 from services.common.redact import redact
-from services.common.streams import publish
+from services.common.streams import publish_or_log
 from services.executor import runs, verify
 from services.executor.adapters import adapter_for
 from services.executor.adapters.base import DumpSpec, Target, first_bytes
@@ -50,7 +50,6 @@ from services.executor.tool import Tool
 
 log = logging.getLogger(__name__)
 OVERLAP_POLL_S = 5.0
-LOG_TAIL_CHARS = 8000
 
 
 class RunFailed(BackupManagerError):
@@ -418,14 +417,10 @@ class BackupRun:
     def _log(self) -> str:
         if self.tool is None:
             return ""
-        secret = self.target.password if self.target else None
-        return redact(self.tool.stderr_tail(), [secret])[-LOG_TAIL_CHARS:]
+        return self.tool.log_tail(self.target.password if self.target else None)
 
     async def _event(self, event: Event) -> None:
-        try:
-            await publish(self.ctx.nc, event)
-        except Exception as exc:
-            log.warning("could not publish %s: %s", event.SUBJECT, exc)
+        await publish_or_log(self.ctx.nc, event)
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

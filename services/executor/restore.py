@@ -47,17 +47,16 @@ from services.common.destinations.base import DestinationError
 from services.common.dump_formats import HEAD_BYTES, RAW_HEAD_BYTES, inflate_head, recognise
 from services.common.errors import BackupManagerError
 from services.common.redact import redact
-from services.common.streams import publish
+from services.common.streams import publish_or_log
 from services.common.uploads import BadUploadKey, parse_key, upload_path
 from services.executor.adapters import adapter_for
 from services.executor.adapters.base import Adapter, Target
 from services.executor.compress import decompressor, detect
 from services.executor.context import ExecutorContext
 from services.executor.scratch import private_dir
-from services.executor.tool import CHUNK_SIZE, Tool, close_early
+from services.executor.tool import CHUNK_SIZE, LOG_TAIL_CHARS, Tool, close_early
 
 log = logging.getLogger(__name__)
-LOG_TAIL_CHARS = 8000
 MAINTENANCE_DATABASE = {"postgresql": "postgres", "mysql": "", "mariadb": "", "mongodb": "admin"}
 """What the probe connects to before the restore: the target database may not exist."""
 
@@ -357,14 +356,10 @@ class RestoreRun:
     def _log(self) -> str:
         if self.tool is None:
             return ""
-        secret = self.target.password if self.target else None
-        return redact(self.tool.stderr_tail(), [secret])[-LOG_TAIL_CHARS:]
+        return self.tool.log_tail(self.target.password if self.target else None)
 
     async def _event(self, event: Event) -> None:
-        try:
-            await publish(self.ctx.nc, event)
-        except Exception as exc:  # the row is the record; events follow it
-            log.warning("could not publish %s: %s", event.SUBJECT, exc)
+        await publish_or_log(self.ctx.nc, event)
 
 
 async def _read_file(path: Path) -> AsyncIterator[bytes]:

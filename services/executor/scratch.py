@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from services.executor.adapters.base import DatabaseError, Target
-from services.executor.tool import ToolMissing
+from services.executor.tool import ToolMissing, stop_process_group
 
 log = logging.getLogger(__name__)
 
@@ -183,17 +183,7 @@ class TemporaryServer:
         process, self.process = self.process, None
         if process is None:
             return
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)  # anything it left in its group
+        await stop_process_group(process, STOP_TIMEOUT_S)
 
 
 class TemporaryRedis(TemporaryServer):

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from services.common.errors import BackupManagerError
+from services.common.redact import redact
 
 CHUNK_SIZE = 1 << 20  # stdout wakes its reader once per this many bytes
 MAX_UNREAD = 1 << 20  # stdout not yet taken by its reader: past this, reading pauses
@@ -20,6 +21,7 @@ PIPE_SIZE = 1 << 20  # what Linux lets any process ask for (fs.pipe-max-size); t
 # kernel holds it, not our heap: the tool keeps writing while we compress a batch
 STDERR_TAIL_BYTES = 64 * 1024
 KILL_GRACE_S = 5.0
+LOG_TAIL_CHARS = 8000
 
 
 class ToolMissing(BackupManagerError):
@@ -167,6 +169,11 @@ class Tool:
     def stderr_tail(self) -> str:
         return b"".join(self._stderr).decode("utf-8", errors="replace")
 
+    def log_tail(self, secret: str | None) -> str:
+        """The end of what the tool said, fit to keep as a run's log: ``secret``
+        redacted, at most ``LOG_TAIL_CHARS`` characters."""
+        return redact(self.stderr_tail(), [secret])[-LOG_TAIL_CHARS:]
+
     async def stdout(self) -> AsyncIterator[bytes]:
         """The tool's output to its end, in the pieces the pipe delivered: the first
         as soon as it arrives (so the caller can look at the head at once), the
@@ -213,19 +220,7 @@ class Tool:
         process = self.process
         if process is None:
             return
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), KILL_GRACE_S)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
-        else:
-            # The leader is gone; children it left in its group must go too.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
+        await stop_process_group(process, KILL_GRACE_S)
         if self._stderr_task is not None:
             self._stderr_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -241,3 +236,19 @@ async def close_early(chunks: AsyncIterator[bytes]) -> None:
     if aclose is not None:
         with contextlib.suppress(Exception):
             await aclose()
+
+
+async def stop_process_group(process: asyncio.subprocess.Process, grace_s: float) -> None:
+    """SIGTERM a process group, SIGKILL it after ``grace_s``; and SIGKILL whatever the
+    leader left behind in its group once it is gone."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), grace_s)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)  # children it left in its group
