@@ -272,17 +272,6 @@ async def copies_of(
     return found
 
 
-async def project_ids_of(
-    session: AsyncSession, database_ids: set[uuid.UUID]
-) -> dict[uuid.UUID, uuid.UUID]:
-    if not database_ids:
-        return {}
-    rows = await session.execute(
-        select(Database.id, Database.project_id).where(Database.id.in_(database_ids))
-    )
-    return {row.id: row.project_id for row in rows}
-
-
 async def readable_copy(session: AsyncSession, backup: Backup) -> tuple[Driver, str, int]:
     """A stored copy to read: its driver, key and size."""
     if backup.status is not BackupStatus.SUCCEEDED or backup.artifact_key is None:
