@@ -137,6 +137,8 @@ async def test_filters(api: Api) -> None:
         "project.member.add",
     ]
     assert await actions(action="project_") == []
+    assert await actions(action="project_*") == []  # escaped: '_' is only itself
+    assert await actions(action="projects_*") == ["projects_x.create"]
     assert await actions(outcome="denied") == ["project.member.remove"]
     assert await actions(outcome="failure", user_id=str(bob.id)) == ["database.create"]
     assert await actions(**{"from": stamp(T0 + timedelta(minutes=4))}) == [

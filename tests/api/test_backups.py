@@ -308,7 +308,7 @@ def way(statements: list[str]) -> str:
     """Which way the list was read: joined to the databases in one walk (an admin's
     whole list) or merged from each database's newest rows; "none" when the caller
     sees no database to list."""
-    listing = [s for s in statements if "FROM backups" in s and "backup_copies" not in s]
+    listing = [s for s in statements if "FROM backups" in s]
     if not listing:
         return "none"
     if any("backups AS run" in s for s in listing):

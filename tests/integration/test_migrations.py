@@ -105,7 +105,7 @@ async def test_models_and_migrations_agree(migrated: AsyncEngine) -> None:
 
 async def test_the_comparison_would_see_a_drift(migrated: AsyncEngine) -> None:
     async with migrated.begin() as conn:
-        await conn.exec_driver_sql("DROP INDEX ix_backups_status")
+        await conn.exec_driver_sql("DROP INDEX ix_backups_status_queued_at")
         await conn.exec_driver_sql("ALTER TABLE users ADD COLUMN nickname VARCHAR(20)")
         differences = await conn.run_sync(schema_differences)
     kinds = sorted(difference[0] for difference in differences)

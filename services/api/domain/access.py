@@ -5,8 +5,9 @@ global admin acts as owner everywhere. Something the caller may not see answers
 from __future__ import annotations
 
 import uuid
+from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Select, select, true
+from sqlalchemy import ColumnElement, bindparam, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -63,23 +64,51 @@ async def require_role(
     return role
 
 
+# How a caller's view of projects is shaped; the values (who, which project) are
+# separate so a statement can be built once per shape and bound per request.
+Visibility = Literal["everything", "member", "token", "member_token"]
+
+
+def visibility_of(principal: Principal) -> Visibility:
+    if principal.token_project_id is not None:
+        return "token" if principal.is_admin else "member_token"
+    return "everything" if principal.is_admin else "member"
+
+
 def visible_projects(
     principal: Principal, project_column: InstrumentedAttribute[uuid.UUID]
 ) -> ColumnElement[bool]:
     """A WHERE clause keeping rows of projects the caller may see."""
-    if principal.token_project_id is not None:
-        if principal.is_admin:
-            return project_column == principal.token_project_id
-        return (project_column == principal.token_project_id) & project_column.in_(
-            _member_projects(principal)
-        )
-    if principal.is_admin:
+    return _visible(
+        visibility_of(principal), project_column, principal.user_id, principal.token_project_id
+    )
+
+
+def visible_projects_bound(visibility: Visibility, project_column: Any) -> ColumnElement[bool]:
+    """:func:`visible_projects` with the caller as bound parameters (values:
+    :func:`visibility_params`), for statements built once and run for anyone."""
+    return _visible(
+        visibility, project_column, bindparam("viewer_id"), bindparam("viewer_token_project_id")
+    )
+
+
+def visibility_params(principal: Principal) -> dict[str, Any]:
+    return {"viewer_id": principal.user_id, "viewer_token_project_id": principal.token_project_id}
+
+
+def _visible(
+    visibility: Visibility, project_column: Any, user_id: Any, token_project_id: Any
+) -> ColumnElement[bool]:
+    member_of = select(ProjectMember.project_id).where(ProjectMember.user_id == user_id)
+    column: ColumnElement[uuid.UUID] = project_column
+    if visibility == "everything":
         return true()
-    return project_column.in_(_member_projects(principal))
-
-
-def _member_projects(principal: Principal) -> Select[uuid.UUID]:
-    return select(ProjectMember.project_id).where(ProjectMember.user_id == principal.user_id)
+    if visibility == "member":
+        return column.in_(member_of)
+    in_token_project: ColumnElement[bool] = column == token_project_id
+    if visibility == "token":  # an admin's token limited to one project
+        return in_token_project
+    return in_token_project & column.in_(member_of)
 
 
 async def roles_in(

@@ -1,44 +1,61 @@
 """Reading the audit log (admins only; the view enforces it): filters and keyset
-pages, newest first."""
+pages, newest first. Statements are built once per shape (which filters are set,
+whether a cursor is given) and run with the request's values bound."""
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.schemas.audit import AuditQuery
-from services.api.web.pagination import cut, keyset
+from services.api.web.pagination import LIKE_ESCAPE, cut, keyset_bound, page_params, prefix_pattern
 from services.common.db.models import AuditEntry
 
 PREFIX_MARKS = (".", "*")
 ORDER = (AuditEntry.at, AuditEntry.id)
-# Rows, not ORM objects: a page is only read and rendered, and loading entities
-# costs as much as everything else of the request. Built once.
-_ENTRIES = select(*AuditEntry.__table__.c)
+# query field -> (condition on the log, with its value bound under the field's name)
+_EXACT: dict[str, Any] = {
+    "user_id": lambda: AuditEntry.user_id == bindparam("user_id"),
+    "project_id": lambda: AuditEntry.project_id == bindparam("project_id"),
+    "outcome": lambda: AuditEntry.outcome == bindparam("outcome"),
+    "from_": lambda: AuditEntry.at >= bindparam("from_"),
+    "to": lambda: AuditEntry.at < bindparam("to"),
+}
 
 
 async def list_audit(
     session: AsyncSession, query: AuditQuery
-) -> tuple[list[Any], str | None, int | None]:
-    stmt = _ENTRIES
-    if query.user_id is not None:
-        stmt = stmt.where(AuditEntry.user_id == query.user_id)
-    if query.project_id is not None:
-        stmt = stmt.where(AuditEntry.project_id == query.project_id)
+) -> tuple[list[dict[str, Any]], str | None, int | None]:
+    """A page of entries as plain rows (a page is only read and rendered)."""
+    params = page_params(query)
+    present = tuple(name for name in _EXACT if getattr(query, name) is not None)
+    params |= {name: getattr(query, name) for name in present}
+    action = None
     if query.action is not None:
         if query.action.endswith(PREFIX_MARKS):
-            prefix = query.action.rstrip("*")
-            stmt = stmt.where(AuditEntry.action.startswith(prefix, autoescape=True))
+            action = "prefix"
+            params["action"] = prefix_pattern(query.action.rstrip("*"))
         else:
-            stmt = stmt.where(AuditEntry.action == query.action)
-    if query.outcome is not None:
-        stmt = stmt.where(AuditEntry.outcome == query.outcome)
-    if query.from_ is not None:
-        stmt = stmt.where(AuditEntry.at >= query.from_)
-    if query.to is not None:
-        stmt = stmt.where(AuditEntry.at < query.to)
+            action = "exact"
+            params["action"] = query.action
+    result = await (await session.connection()).execute(
+        _statement(present, action, bool(query.cursor)), params
+    )
+    keys = result.keys()
+    names = [str(key) for key in keys]
+    rows = [dict(zip(names, row, strict=True)) for row in result.all()]
     # No total: counting a log that only grows costs a scan per page.
-    rows = list((await session.execute(keyset(stmt, query, ORDER))).all())
     return (*cut(rows, query, ORDER), None)
+
+
+@cache
+def _statement(present: tuple[str, ...], action: str | None, cursor: bool) -> Select[Any]:
+    where: list[ColumnElement[bool]] = [_EXACT[name]() for name in present]
+    if action == "exact":
+        where.append(AuditEntry.action == bindparam("action"))
+    elif action == "prefix":
+        where.append(AuditEntry.action.like(bindparam("action"), escape=LIKE_ESCAPE))
+    return keyset_bound(select(*AuditEntry.__table__.c).where(*where), ORDER, cursor=cursor)

@@ -7,23 +7,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any, Final
 
 from nats.aio.client import Client as NATS
-from sqlalchemy import ColumnElement, Select, func, literal, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from proto.jobs import BackupRequested
 from proto.values import Compression, Trigger
 from services.api.auth.principal import Principal
-from services.api.domain.access import require_role, visible_projects
+from services.api.domain.access import require_role
 from services.api.domain.databases import get_database
 from services.api.web.errors import Conflict, ServiceUnavailable, ValidationFailed, not_found
-from services.api.web.pagination import PageQuery, after_cursor, cut, decode_cursor, keyset
 from services.common.artifacts import (
     Removal,
     copies_with_destinations,
@@ -39,24 +34,12 @@ from services.common.db.models import (
     Schedule,
     schedule_destinations,
 )
-from services.common.db.types import UTCDateTime
 from services.common.destinations import driver_for
 from services.common.destinations.base import DestinationError, Driver
 from services.common.streams import publish
 
 log = logging.getLogger(__name__)
 BACKUP = "backup"
-
-
-@dataclass(frozen=True)
-class Filters:
-    project_id: uuid.UUID | None = None
-    database_id: uuid.UUID | None = None
-    schedule_id: uuid.UUID | None = None
-    status: BackupStatus | None = None
-    trigger: Trigger | None = None
-    since: datetime | None = None
-    until: datetime | None = None
 
 
 async def queue_backup(
@@ -126,110 +109,6 @@ async def _destinations_for(
     # The project's own destination first (it set one up on purpose), else a global one.
     own_first = sorted(local, key=lambda d: d.project_id is None)
     return [own_first[0].id]
-
-
-# What a list shows: every column but the log tail and the manifest (the detail's).
-LIST_COLUMNS: Final = tuple(
-    getattr(Backup, name)
-    for name in ("id", "database_id", "schedule_id", "trigger", "status", "slot_at",
-                 "queued_at", "started_at", "finished_at", "attempts", "bytes_in", "bytes_out",
-                 "sha256", "artifact_key", "compression", "error_code", "error_message",
-                 "warning", "verified_at", "verify_status", "verify_message")
-)  # fmt: skip
-LIST_ORDER: Final = (Backup.queued_at, Backup.id)
-# Built once: building a select of many columns, or an alias, costs per request.
-_LISTED: Final = select(*LIST_COLUMNS)
-_LISTED_WITH_PROJECT: Final = _LISTED.add_columns(Database.project_id).join(
-    Database, Database.id == Backup.database_id
-)
-_RUN: Final = aliased(Backup, name="run")
-EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _conditions(filters: Filters, run: Any = Backup) -> list[ColumnElement[bool]]:
-    """The filters on the backups table itself (project and database are scoping);
-    ``run``: the backups entity or an alias of it."""
-    where: list[ColumnElement[bool]] = []
-    if filters.schedule_id is not None:
-        where.append(run.schedule_id == filters.schedule_id)
-    if filters.status is not None:
-        where.append(run.status == filters.status)
-    if filters.trigger is not None:
-        where.append(run.trigger == filters.trigger)
-    if filters.since is not None:
-        where.append(run.queued_at >= filters.since)
-    if filters.until is not None:
-        where.append(run.queued_at < filters.until)
-    return where
-
-
-async def list_backups(
-    session: AsyncSession, principal: Principal, page: PageQuery, filters: Filters
-) -> tuple[list[BackupRow], str | None, int | None]:
-    """A page of backups the caller sees, newest first; ``total`` only when the list
-    is one database's (an index count), as counting every backup would cost a scan
-    per page."""
-    where = _conditions(filters)
-    if principal.acts_as_admin and filters.project_id is None and filters.database_id is None:
-        stmt = keyset(_LISTED_WITH_PROJECT.where(*where), page, LIST_ORDER)
-        rows, cursor = cut(list((await session.execute(stmt)).all()), page, LIST_ORDER)
-        return [BackupRow(**row._mapping) for row in rows], cursor, None
-    projects = await _visible_databases(session, principal, filters)
-    if not projects:
-        return [], None, 0 if filters.database_id is not None else None
-    stmt = _merged(filters, list(projects), page)
-    rows, cursor = cut(list((await session.execute(stmt)).all()), page, LIST_ORDER)
-    total = None
-    if filters.database_id is not None:
-        total = await session.scalar(
-            select(func.count())
-            .select_from(Backup)
-            .where(Backup.database_id.in_(list(projects)), *where)
-        )
-    listed = [BackupRow(**row._mapping, project_id=projects[row.database_id]) for row in rows]
-    return listed, cursor, total
-
-
-class BackupRow(SimpleNamespace):
-    """A listed backup: its list columns as attributes, and ``project_id``."""
-
-
-async def _visible_databases(
-    session: AsyncSession, principal: Principal, filters: Filters
-) -> dict[uuid.UUID, uuid.UUID]:
-    """``{database id: project id}`` of the databases the list may show."""
-    stmt = select(Database.id, Database.project_id).where(
-        visible_projects(principal, Database.project_id)
-    )
-    if filters.project_id is not None:
-        stmt = stmt.where(Database.project_id == filters.project_id)
-    if filters.database_id is not None:
-        stmt = stmt.where(Database.id == filters.database_id)
-    return {row.id: row.project_id for row in await session.execute(stmt)}
-
-
-def _merged(filters: Filters, database_ids: list[uuid.UUID], page: PageQuery) -> Select[Any]:
-    """The newest rows of the databases a caller sees without sorting all their
-    backups. Each database's own next page ends at some instant; the database whose
-    page ends latest already has more than a page of rows from then on, so no row of
-    the page is older than that instant. Reading only from then on touches at most a
-    page (and its ties) per database through the (database, queued_at) index."""
-    run = _RUN
-    own = select(run.queued_at).where(run.database_id == Database.id, *_conditions(filters, run))
-    if page.cursor:
-        cursor = decode_cursor(page.cursor, (datetime, uuid.UUID))
-        own = own.where(after_cursor((run.queued_at, run.id), cursor))
-    own_last = (
-        own.order_by(run.queued_at.desc()).limit(1).offset(page.limit)
-        .correlate(Database).scalar_subquery()
-    )  # fmt: skip
-    latest = select(func.max(own_last)).where(Database.id.in_(database_ids)).scalar_subquery()
-    # No database has a full page left: every row of theirs may be on the page.
-    since = func.coalesce(latest, literal(EPOCH, UTCDateTime()))
-    stmt = _LISTED.where(
-        Backup.database_id.in_(database_ids), *_conditions(filters), Backup.queued_at >= since
-    )
-    return keyset(stmt, page, LIST_ORDER)
 
 
 async def get_backup(

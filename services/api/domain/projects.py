@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.auth.principal import Principal
-from services.api.domain.access import require_role, visible_projects
+from services.api.domain.access import require_role
 from services.api.domain.schedules import GoneSchedule
 from services.api.web.errors import Conflict, Forbidden, NotFound, not_found
 from services.api.web.pagination import PageQuery, paginate
@@ -44,15 +44,6 @@ async def create_project(
     )
     await session.flush()
     return project
-
-
-async def list_projects(
-    session: AsyncSession, principal: Principal, page: PageQuery, q: str | None
-) -> tuple[list[Project], str | None, int | None]:
-    stmt = select(Project).where(visible_projects(principal, Project.id))
-    if q:
-        stmt = stmt.where(func.lower(Project.name).contains(q.lower(), autoescape=True))
-    return await paginate(session, stmt, page, order=(Project.created_at, Project.id))
 
 
 async def get_project(

@@ -213,7 +213,7 @@ async def audit_log(request: web.Request) -> web.Response:
             ).all()
         )
         projects = await visible_project_choices(session, principal(request))
-        names = await project_names(session, [r.project_id for r in rows])
+        names = await project_names(session, [r["project_id"] for r in rows])
     kept = {k: q[k] for k in ("action", "outcome", "user", "project", "from", "to") if q.get(k)}
     return render(
         request,

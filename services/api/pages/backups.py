@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import select
 
+from services.api.domain import backup_list
 from services.api.domain import backups as domain
 from services.api.domain import restores as restore_domain
 from services.api.domain.access import RANK, roles_in
@@ -52,7 +53,7 @@ async def list_backups(request: web.Request) -> web.Response:
     ctx = context(request)
     who = principal(request)
     q = request.query
-    filters = domain.Filters(
+    filters = backup_list.Filters(
         project_id=query_uuid(request, "project"),
         database_id=query_uuid(request, "database"),
         schedule_id=query_uuid(request, "schedule"),
@@ -62,7 +63,8 @@ async def list_backups(request: web.Request) -> web.Response:
         until=_day(q.get("until", ""), end=True),
     )
     async with ctx.transaction() as session:
-        rows, cursor, total = await domain.list_backups(session, who, page_query(request), filters)
+        page = page_query(request)
+        rows, cursor, total = await backup_list.list_backups(session, who, page, filters)
         projects = await visible_project_choices(session, who)
         databases = await visible_database_choices(session, who)
     kept = {

@@ -6,8 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.api.domain import backups as backup_domain
-from services.api.domain import stats
+from services.api.domain import backup_list, stats
 from services.api.pages.charts import Series, area, stacked_bars
 from services.api.pages.common import context, principal, query_uuid
 from services.api.pages.queries import (
@@ -42,11 +41,11 @@ async def dashboard(request: web.Request) -> web.Response:
         used = await stats.storage(session, who, project_id, now=now, settings=ctx.settings)
         run_days, run_counts = await runs_per_day(session, scope, now, RUN_DAYS)
         stored_days, stored = await stored_per_day(session, scope, now, STORAGE_DAYS)
-        recent, _, _ = await backup_domain.list_backups(
+        recent, _, _ = await backup_list.list_backups(
             session,
             who,
             PageQuery(limit=RECENT),
-            backup_domain.Filters(project_id=project_id),
+            backup_list.Filters(project_id=project_id),
         )
         running_backups, running_restores = await active_runs(session, scope)
         projects = await visible_project_choices(session, who)

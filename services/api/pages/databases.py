@@ -9,6 +9,7 @@ from aiohttp import web
 
 from proto.requests import DatabaseTestReply, DatabaseTestRequest
 from proto.values import Compression
+from services.api.domain import backup_list
 from services.api.domain import backups as backup_domain
 from services.api.domain import databases as domain
 from services.api.domain import schedules as schedule_domain
@@ -140,8 +141,8 @@ async def show_database(request: web.Request) -> web.Response:
             project_id=None,
             enabled=None,
         )
-        recent, _, backup_total = await backup_domain.list_backups(
-            session, who, PageQuery(limit=10), backup_domain.Filters(database_id=database_id)
+        recent, _, backup_total = await backup_list.list_backups(
+            session, who, PageQuery(limit=10), backup_list.Filters(database_id=database_id)
         )
         names = await project_names(session, [database.project_id])
     next_runs = {v.schedule.id: schedule_domain.upcoming(v.schedule, now, 1) for v in schedules}

@@ -9,8 +9,8 @@ from aiohttp import web
 from sqlalchemy import func, select
 
 from services.api.domain import databases as database_domain
+from services.api.domain import project_list
 from services.api.domain import projects as domain
-from services.api.domain.access import roles_in
 from services.api.domain.schedules import announce_gone
 from services.api.pages.audit import audited
 from services.api.pages.common import (
@@ -41,13 +41,14 @@ async def list_projects(request: web.Request) -> web.Response:
     who = principal(request)
     q = request.query.get("q", "").strip()[:200] or None
     async with ctx.transaction() as session:
-        rows, cursor, total = await domain.list_projects(session, who, page_query(request), q)
-        roles = await roles_in(session, who, [p.id for p in rows])
+        page = page_query(request)
+        rows, cursor, total = await project_list.list_projects(session, who, page, q)
+        roles = {p["id"]: p["role"] for p in rows}
         counts = dict(
             (
                 await session.execute(
                     select(Database.project_id, func.count())
-                    .where(Database.project_id.in_([p.id for p in rows]))
+                    .where(Database.project_id.in_([p["id"] for p in rows]))
                     .group_by(Database.project_id)
                 )
             ).all()

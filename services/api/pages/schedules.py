@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.api.domain import backups as backup_domain
+from services.api.domain import backup_list
 from services.api.domain import destinations as destination_domain
 from services.api.domain import retention as retention_domain
 from services.api.domain import schedules as domain
@@ -136,8 +136,8 @@ async def show_schedule(request: web.Request) -> web.Response:
             failed_run_retention_days=ctx.settings.failed_run_retention_days,
             limit=RETENTION_PREVIEW_LIMIT,
         )
-        recent, _, _ = await backup_domain.list_backups(
-            session, who, PageQuery(limit=10), backup_domain.Filters(schedule_id=schedule_id)
+        recent, _, _ = await backup_list.list_backups(
+            session, who, PageQuery(limit=10), backup_list.Filters(schedule_id=schedule_id)
         )
     return render(
         request,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from services.api.domain.audit_query import list_audit
 from services.api.schemas.audit import AuditEntryOut, AuditQuery
 from services.api.web.endpoint import Call, Endpoints, NoBody
-from services.api.web.pagination import Page
+from services.api.web.pagination import Page, RowsPage
 
 routes = Endpoints("audit")
 
@@ -17,9 +17,7 @@ routes = Endpoints("audit")
     auth="admin",
     summary="Audit log entries, newest first (administrators)",
 )
-async def list_entries(call: Call[NoBody, AuditQuery]) -> Page[AuditEntryOut]:
+async def list_entries(call: Call[NoBody, AuditQuery]) -> RowsPage:
     async with call.ctx.reading() as session:
         rows, cursor, total = await list_audit(session, call.query)
-    return Page[AuditEntryOut](
-        items=[AuditEntryOut.model_validate(row) for row in rows], next_cursor=cursor, total=total
-    )
+    return RowsPage(rows, cursor, total)

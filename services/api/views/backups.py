@@ -14,6 +14,7 @@ from aiohttp import web
 
 from proto.requests import DatabaseTestReply, DatabaseTestRequest
 from proto.values import Compression
+from services.api.domain import backup_list
 from services.api.domain import backups as domain
 from services.api.domain.databases import get_database
 from services.api.schemas.backups import (
@@ -26,7 +27,7 @@ from services.api.schemas.backups import (
 )
 from services.api.web.endpoint import Call, Endpoints, NoBody, NoQuery
 from services.api.web.errors import ApiError, ServiceUnavailable, ValidationFailed
-from services.api.web.pagination import Page
+from services.api.web.pagination import Page, RowsPage
 from services.common.db.enums import ProjectRole
 from services.common.db.models import Backup
 from services.common.streams import NoResponder, request
@@ -36,7 +37,7 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 def backup_fields(
-    backup: Backup | domain.BackupRow, project_id: uuid.UUID, copies: list[Any]
+    backup: Backup | backup_list.BackupRow, project_id: uuid.UUID, copies: list[Any]
 ) -> dict[str, Any]:
     duration = None
     if backup.started_at and backup.finished_at:
@@ -54,11 +55,10 @@ def backup_fields(
     }
 
 
-def listed_fields(backup: domain.BackupRow, copies: list[Any]) -> dict[str, Any]:
-    fields = vars(backup).copy()
+def listed_fields(backup: backup_list.BackupRow) -> dict[str, Any]:
+    """A listed row as ``BackupOut`` fields (enums render as their values)."""
+    fields = vars(backup)
     fields["duration_s"] = _duration(backup.started_at, backup.finished_at)
-    fields["compression"] = backup.compression.value if backup.compression else None
-    fields["copies"] = [copy._mapping for copy in copies]
     return fields
 
 
@@ -101,17 +101,14 @@ async def back_up_now(call: Call[BackupNow, NoQuery]) -> BackupOut:
     response=Page[BackupOut],
     summary="List backups (filters: project, database, schedule, status, trigger, time)",
 )
-async def list_backups(call: Call[NoBody, BackupListQuery]) -> Page[BackupOut]:
+async def list_backups(call: Call[NoBody, BackupListQuery]) -> RowsPage:
     q = call.query
-    filters = domain.Filters(project_id=q.project_id, database_id=q.database_id,
+    filters = backup_list.Filters(project_id=q.project_id, database_id=q.database_id,
                              schedule_id=q.schedule_id, status=q.status, trigger=q.trigger,
                              since=q.since, until=q.until)  # fmt: skip
     async with call.ctx.reading() as session:
-        rows, cursor, total = await domain.list_backups(session, call.principal, q, filters)
-        copies = await domain.copies_of(session, [b.id for b in rows])
-    # One validation of the whole page: much cheaper than one per item.
-    items = [listed_fields(b, copies[b.id]) for b in rows]
-    return Page[BackupOut].model_validate({"items": items, "next_cursor": cursor, "total": total})
+        rows, cursor, total = await backup_list.list_backups(session, call.principal, q, filters)
+    return RowsPage([listed_fields(b) for b in rows], cursor, total)
 
 
 @routes.get("/backups/{id}", response=BackupDetail, summary="A backup, with its log")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from services.api.domain import project_list
 from services.api.domain import projects as domain
-from services.api.domain.access import roles_in
 from services.api.domain.schedules import announce_gone
 from services.api.schemas.projects import (
     MemberAdd,
@@ -15,7 +15,7 @@ from services.api.schemas.projects import (
     ProjectUpdate,
 )
 from services.api.web.endpoint import Call, Endpoints, NoBody, NoQuery
-from services.api.web.pagination import Page, PageQuery
+from services.api.web.pagination import Page, PageQuery, RowsPage
 from services.common.db.enums import ProjectRole
 from services.common.db.models import Project, ProjectMember
 
@@ -45,17 +45,12 @@ def _columns(project: Project) -> dict[str, object]:
     response=Page[ProjectOut],
     summary="List the projects the caller may see",
 )
-async def list_projects(call: Call[NoBody, ProjectListQuery]) -> Page[ProjectOut]:
+async def list_projects(call: Call[NoBody, ProjectListQuery]) -> RowsPage:
     async with call.ctx.reading() as session:
-        rows, cursor, total = await domain.list_projects(
+        rows, cursor, total = await project_list.list_projects(
             session, call.principal, call.query, call.query.q
         )
-        roles = await roles_in(session, call.principal, [p.id for p in rows])
-    return Page[ProjectOut](
-        items=[project_out(p, roles[p.id]) for p in rows],
-        next_cursor=cursor,
-        total=total,
-    )
+    return RowsPage(rows, cursor, total)
 
 
 @routes.post(

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -30,6 +31,7 @@ from services.api.web.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from services.api.web.pagination import RowsPage
 
 log = logging.getLogger(__name__)
 
@@ -214,16 +216,36 @@ def _parse_query(request: web.Request, model: type[BaseModel] | None) -> BaseMod
         ) from None
 
 
+# Tests set this: every RowsPage rendered is checked against its route's model.
+CHECK_ROWS_PAGES = False
+
+
 def _render(route: Route, result: Any) -> web.StreamResponse:
     if isinstance(result, web.StreamResponse):
         return result
     if result is None:
         return web.Response(status=204 if route.status in {200, 204} else route.status)
     if isinstance(result, BaseModel):
-        text = result.model_dump_json()
+        body = result.model_dump_json().encode()
+    elif isinstance(result, RowsPage):
+        body = _rows_page_json(route, result)
     else:
         raise TypeError(f"{route.method} {route.path} returned {type(result).__name__}")
-    return web.Response(text=text, status=route.status, content_type="application/json")
+    return web.Response(body=body, status=route.status, content_type="application/json")
+
+
+def _rows_page_json(route: Route, page: RowsPage) -> bytes:
+    """orjson writes what pydantic would (RFC 3339 times with ``Z``, UUIDs, enum
+    values) about seven times faster for a page of backups."""
+    body = orjson.dumps(
+        {"items": page.items, "next_cursor": page.next_cursor, "total": page.total},
+        option=orjson.OPT_UTC_Z,
+    )
+    if CHECK_ROWS_PAGES:
+        assert route.response is not None, f"{route.path}: a RowsPage needs a response model"
+        as_model = route.response.model_validate_json(body).model_dump(mode="json")
+        assert as_model == orjson.loads(body), f"{route.path}: the page differs from its model"
+    return body
 
 
 def aiohttp_handler(

@@ -37,12 +37,22 @@ class UTCDateTime(TypeDecorator[datetime]):
             return value.replace(tzinfo=None)
         return value
 
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        if dialect.name == "sqlite":
+            return _from_sqlite_text  # one call per value instead of three
+        return super().result_processor(dialect, coltype)
+
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+def _from_sqlite_text(value: str | None) -> datetime | None:
+    """SQLite's naive UTC text (``2026-11-28 05:52:29.787340``), tagged UTC."""
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 def str_enum(enum_class: type[StrEnum], length: int = 16) -> Enum:

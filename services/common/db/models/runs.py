@@ -51,8 +51,11 @@ class Backup(UuidPk, Base):
         UniqueConstraint("schedule_id", "slot_at"),
         Index(None, "database_id", "started_at"),
         Index(None, "database_id", "queued_at"),
-        Index(None, "status"),
         Index(None, "queued_at"),
+        # Lists filtered by status, newest first: everyone's (status, queued_at) and
+        # per database (database_id, status, queued_at), read in order, never sorted.
+        Index(None, "status", "queued_at"),
+        Index(None, "database_id", "status", "queued_at"),
         # Never two runs of one database at once, across all executors: moving a
         # second row of the same database to 'running' fails with IntegrityError.
         Index(
