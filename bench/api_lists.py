@@ -1,12 +1,15 @@
 """List endpoints under load: 100,000 backup runs and 100,000 audit entries seeded
-straight into a migrated SQLite metadata DB, the real API process
-(``python -m services.api``) in front of it, and 20 concurrent aiohttp clients.
+straight into a migrated SQLite metadata DB, the real API service
+(``python -m services.api``, with its default of one process per CPU unless
+``--workers`` says otherwise) in front of it, and 20 concurrent aiohttp clients on
+the same machine.
 
 Prints requests/s and p50/p99 latency per endpoint (a page of 50 for lists) and the
 ratio to the baseline measured in the same run (``GET /healthz``: HTTP without auth
 or SQL). Target (issue 3): p99 <= 50 ms on the SQLite default.
 
     .venv/bin/python bench/api_lists.py [--requests 2000] [--clients 20] [--seconds 20]
+                                        [--workers N]
 
 An endpoint whose path is not in the API's OpenAPI document yet is reported as
 "not yet" — add a ``Case`` for a new list (``/backups``, issue 4) and it is measured
@@ -366,7 +369,7 @@ def report(results: list[Result], clients: int) -> str:
     return "\n".join(lines)
 
 
-async def main(requests: int, clients: int, budget_s: float) -> int:
+async def main(requests: int, clients: int, budget_s: float, workers: int) -> int:
     with tempfile.TemporaryDirectory(prefix="bm-bench-") as tmp:
         data_dir = Path(tmp) / "data"
         database_url = f"sqlite+aiosqlite:///{data_dir}/metadata.db"
@@ -385,6 +388,11 @@ async def main(requests: int, clients: int, budget_s: float) -> int:
         nats = NatsServer()
         nats.start()
         env = service_env(data_dir, nats.url, database_url, BM_LOG_LEVEL="WARNING")
+        # The product's default (one API process per CPU) unless --workers says.
+        del env["BM_API_WORKERS"]
+        if workers:
+            env["BM_API_WORKERS"] = str(workers)
+        print(f"API workers: {Settings(api_workers=workers).api_worker_count()}")
         api = ServiceProcess("api", env, Path(tmp) / "api.log").start()
         try:
             wait_for_status(f"{api.base_url}/readyz", 200, timeout=30)
@@ -405,6 +413,7 @@ async def main(requests: int, clients: int, budget_s: float) -> int:
             {
                 "target_p99_ms": TARGET_P99_MS,
                 "clients": clients,
+                "api_workers": Settings(api_workers=workers).api_worker_count(),
                 "seeded": {"backups": BACKUPS, "audit": AUDIT_ENTRIES},
                 "results": [asdict(r) | {"rps": r.rps} for r in results],
             },
@@ -420,7 +429,10 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=2000, help="per endpoint")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=20.0, help="at most, per endpoint")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="API processes (BM_API_WORKERS); 0: the default"
+    )
     args = parser.parse_args()
     # A SIGTERM (e.g. from `timeout`) still stops the API and NATS processes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    sys.exit(asyncio.run(main(args.requests, args.clients, args.seconds)))
+    sys.exit(asyncio.run(main(args.requests, args.clients, args.seconds, args.workers)))

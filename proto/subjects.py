@@ -63,6 +63,11 @@ SCHEDULE_CHANGED: Final = "bm.v1.schedule.changed"
 STORAGE_LOW_SPACE_DETECTED: Final = "bm.v1.storage.low_space_detected"
 STORAGE_ORPHANS_FOUND: Final = "bm.v1.storage.orphans_found"
 
+# Internal (core NATS between processes of one service; not part of the contract) ----
+API_CACHES_STALE: Final = "bm.internal.api.caches_stale"
+"""An API process made a change: the others forget what they remembered (payload: the
+sender's instance id)."""
+
 # Groups ----------------------------------------------------------------------------
 JOB_SUBJECTS: Final = (BACKUP_REQUESTED, RESTORE_REQUESTED)
 REQUEST_SUBJECTS: Final = (DATABASE_TEST,)

@@ -33,6 +33,7 @@ def service_env(data_dir: Path, nats_url: str, database_url: str, **extra: str) 
         BM_DATABASE_URL=database_url,
         BM_CONNECT_RETRY_MAX_S="0.5",
         BM_SHUTDOWN_GRACE_S="5",
+        BM_API_WORKERS="1",  # one API process unless a test asks for more
         PYTHONUNBUFFERED="1",
     )
     for name in SERVICES:
@@ -113,3 +114,20 @@ class ServiceProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def start(
+    processes: list[ServiceProcess], name: str, env: dict[str, str], tmp_path: Path
+) -> ServiceProcess:
+    """Start service ``name``, logging to ``tmp_path``; stopped after the test."""
+    process = ServiceProcess(name, env, tmp_path / f"{name}.log").start()
+    processes.append(process)
+    return process
+
+
+def assert_clean_exit(process: ServiceProcess, signum: int) -> None:
+    process.signal(signum)
+    assert process.wait(timeout=15) == 0, process.log()
+    log = process.log()
+    assert "Traceback" not in log, log
+    assert f"{process.name} stopped" in log

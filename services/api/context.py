@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -11,6 +13,7 @@ from aiohttp import web
 from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from proto.subjects import API_CACHES_STALE
 from services.api.auth.cache import PrincipalCache
 from services.api.domain.stats_cache import StatsCache
 from services.common.credentials import CredentialCipher
@@ -18,6 +21,8 @@ from services.common.db.engine import read_engine, session_factory
 from services.common.db.types import utcnow
 from services.common.secrets import Secrets
 from services.common.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,6 +36,8 @@ class ApiContext:
     principals: PrincipalCache = field(init=False)
     stats: StatsCache = field(init=False)
     read_sessions: async_sessionmaker[AsyncSession] = field(init=False)
+    instance: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Tells this process's own change notices from the others'."""
 
     def __post_init__(self) -> None:
         self.principals = PrincipalCache(self.settings.api_auth_cache_s)
@@ -49,6 +56,21 @@ class ApiContext:
         """After a change: the next request checks and counts afresh."""
         self.principals.clear()
         self.stats.clear()
+
+    async def changed(self) -> None:
+        """After a change made through this process: forget here, and tell the other
+        API processes (workers, replicas) to forget too, so none answers from a cache
+        that predates the change (their caches' time limits bound it otherwise)."""
+        self.forget_cached()
+        if self.nc is not None and self.nc.is_connected:
+            try:
+                await self.nc.publish(API_CACHES_STALE, self.instance.encode())
+            except Exception as exc:  # the time limits still bound what others serve
+                log.warning("could not tell other API processes of a change: %s", exc)
+
+    def heard_of_change(self, sender: bytes) -> None:
+        if sender != self.instance.encode():
+            self.forget_cached()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

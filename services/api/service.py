@@ -6,8 +6,10 @@ import logging
 from typing import ClassVar
 
 from aiohttp import web
+from nats.aio.msg import Msg
 from sqlalchemy.exc import SQLAlchemyError
 
+from proto.subjects import API_CACHES_STALE
 from services.api.app import setup_api
 from services.api.context import API, ApiContext
 from services.api.domain.destinations import ensure_default_destination
@@ -15,6 +17,7 @@ from services.api.pages import setup_pages
 from services.common.credentials import CredentialCipher
 from services.common.db.engine import session_factory
 from services.common.lifecycle import Runtime, Service
+from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,9 @@ class ApiService(Service):
         setup_api(app)
         setup_pages(app)
 
+    def workers(self, settings: Settings) -> int:
+        return settings.api_worker_count()
+
     async def start(self, runtime: Runtime) -> None:
         assert self._app is not None
         ctx = ApiContext(
@@ -40,13 +46,19 @@ class ApiService(Service):
             cipher=CredentialCipher(runtime.secrets.credential_keys),
         )
         # A fresh install can back up right away into <BM_STORAGE_DIR>/default.
-        try:
-            async with ctx.transaction() as session:
-                await ensure_default_destination(session, runtime.settings)
-        except SQLAlchemyError as exc:
-            log.warning(
-                "could not set up the default destination (%s); is the metadata DB "
-                "migrated? run: python -m services.manage migrate",
-                type(exc).__name__,
-            )
+        if runtime.worker == 0:  # once, not once per worker
+            try:
+                async with ctx.transaction() as session:
+                    await ensure_default_destination(session, runtime.settings)
+            except SQLAlchemyError as exc:
+                log.warning(
+                    "could not set up the default destination (%s); is the metadata DB "
+                    "migrated? run: python -m services.manage migrate",
+                    type(exc).__name__,
+                )
+
+        async def forget(msg: Msg) -> None:
+            ctx.heard_of_change(msg.data)
+
+        await runtime.nc.subscribe(API_CACHES_STALE, cb=forget)
         self._app[API] = ctx

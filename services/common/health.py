@@ -4,6 +4,7 @@ and ``/metrics`` (Prometheus), served by every service on its own port."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ class Health:
     nc: NATS | None = None
     started: bool = False
     stopping: bool = False
+    worker: int = 0
     problems: list[str] = field(default_factory=list)
 
     async def check(self) -> list[str]:
@@ -52,7 +54,10 @@ HEALTH: web.AppKey[Health] = web.AppKey("health", Health)
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "alive", "service": request.app[HEALTH].service})
+    health = request.app[HEALTH]
+    return web.json_response(
+        {"status": "alive", "service": health.service, "worker": health.worker, "pid": os.getpid()}
+    )
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -78,6 +83,9 @@ def add_health_routes(app: web.Application, health: Health) -> None:
 
 
 REQUEST_ID_HEADER = "X-Request-Id"
+WORKER_HEADER = "X-Worker"
+"""Which of a service's processes answered (``common.workers``): for a person
+following one request through the logs of several."""
 
 
 @web.middleware
@@ -90,9 +98,16 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        exc.headers[REQUEST_ID_HEADER] = rid
+        exc.headers.update(_tags(request, rid))
         raise
     finally:
         request_id.reset(token)
-    response.headers[REQUEST_ID_HEADER] = rid
+    response.headers.update(_tags(request, rid))
     return response
+
+
+def _tags(request: web.Request, rid: str) -> dict[str, str]:
+    health = request.app.get(HEALTH)
+    if health is None:
+        return {REQUEST_ID_HEADER: rid}
+    return {REQUEST_ID_HEADER: rid, WORKER_HEADER: str(health.worker)}

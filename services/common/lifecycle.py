@@ -25,6 +25,7 @@ from services.common.secrets import Secrets, resolve_secrets
 from services.common.settings import Settings
 from services.common.streams import ensure_streams
 from services.common.work import WorkTracker
+from services.common.workers import WorkerPool, stop_with_parent, worker_index
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class Runtime:
     js: JetStreamContext
     stopping: asyncio.Event
     work: WorkTracker = field(default_factory=WorkTracker)
+    worker: int = 0
+    """Which copy of the service this process is (``common.workers``); 0 alone."""
 
 
 class Service:
@@ -53,6 +56,10 @@ class Service:
 
     def setup_http(self, app: web.Application) -> None:
         """Add routes to the service's HTTP app (health routes are already there)."""
+
+    def workers(self, settings: Settings) -> int:
+        """How many processes serve this service's port (``common.workers``)."""
+        return 1
 
     async def start(self, runtime: Runtime) -> None:
         """Start taking work: subscribe, start loops (owned by ``runtime.work``)."""
@@ -86,8 +93,18 @@ async def serve(service: Service, settings: Settings) -> int:
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     port = settings.port_of(service.name)
-    await web.TCPSite(runner, settings.http_host, port, shutdown_timeout=5).start()
-    log.info("%s listening on http://%s:%d", service.name, settings.http_host, port)
+    workers, worker = service.workers(settings), worker_index()
+    health.worker = worker
+    site = web.TCPSite(runner, settings.http_host, port, shutdown_timeout=5, reuse_port=workers > 1)
+    if worker == 0:  # at once: /healthz answers while the dependencies come up
+        await _listen(site, service.name, worker, workers)
+    pool: WorkerPool | None = None
+    if workers > 1 and worker == 0:
+        pool = WorkerPool(service.name, workers - 1)
+        pool.start()
+    watch = None
+    if worker > 0:
+        watch = asyncio.create_task(stop_with_parent(stopping), name="watch-worker-0")
 
     engine = create_engine(settings.database_url)
     health.engine = engine
@@ -112,8 +129,10 @@ async def serve(service: Service, settings: Settings) -> int:
             stopping,
             max_delay=retry_max,
         )
-        runtime = Runtime(service.name, settings, secrets, engine, nc, js, stopping)
+        runtime = Runtime(service.name, settings, secrets, engine, nc, js, stopping, worker=worker)
         await service.start(runtime)
+        if worker > 0:  # a copy takes connections only once it can serve them
+            await _listen(site, service.name, worker, workers)
         # Everything loaded so far (modules, models, compiled queries) lives as long
         # as the process: keep it out of the collector's full passes, which otherwise
         # walk it all and pause the event loop for tens of milliseconds each time.
@@ -126,6 +145,10 @@ async def serve(service: Service, settings: Settings) -> int:
     finally:
         health.stopping = True
         log.info("%s stopping: no new work", service.name)
+        # The other workers stop alongside this one.
+        pool_stopped = asyncio.create_task(pool.stop(settings.shutdown_grace_s)) if pool else None
+        if watch is not None:
+            watch.cancel()
         await service.stop_taking_work()
         if runtime is not None:
             await runtime.work.drain(settings.shutdown_grace_s)
@@ -134,8 +157,16 @@ async def serve(service: Service, settings: Settings) -> int:
             await _drain_nats(nc)
         await engine.dispose()
         await runner.cleanup()
+        if pool_stopped is not None:
+            await pool_stopped
         log.info("%s stopped", service.name)
     return EXIT_OK
+
+
+async def _listen(site: web.TCPSite, name: str, worker: int, workers: int) -> None:
+    await site.start()
+    log.info("%s listening on %s%s", name, site.name,
+             f" (worker {worker} of {workers})" if workers > 1 else "")  # fmt: skip
 
 
 def _request_stop(stopping: asyncio.Event, signum: int) -> None:

@@ -7,6 +7,7 @@ production and generates keys once in development.
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -23,6 +24,9 @@ class Mode(StrEnum):
 class LogFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
+
+
+MAX_AUTO_API_WORKERS = 4
 
 
 class Settings(BaseSettings):
@@ -75,6 +79,8 @@ class Settings(BaseSettings):
 
     allow_registration: bool = False
     access_token_ttl_s: int = Field(default=900, ge=30, le=86400)
+    api_workers: int = Field(default=0, ge=0, le=64)
+    """API processes sharing its port; 0: one per CPU, at most 4."""
     api_auth_cache_s: float = Field(default=2.0, ge=0, le=60)
     api_stats_cache_s: float = Field(default=5.0, ge=0, le=3600)
     refresh_token_ttl_s: int = Field(default=30 * 86400, ge=300)
@@ -148,6 +154,11 @@ class Settings(BaseSettings):
     def backups_dir(self) -> Path:
         assert self.storage_dir is not None  # set by the validator
         return self.storage_dir
+
+    def api_worker_count(self) -> int:
+        if self.api_workers:
+            return self.api_workers
+        return max(1, min(os.cpu_count() or 1, MAX_AUTO_API_WORKERS))
 
     def port_of(self, service: str) -> int:
         ports = {

@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from proto.subjects import BACKUP_REQUESTED, EXECUTOR_DURABLE, JOBS_STREAM, RESTORE_REQUESTED
 from services.api.app import setup_api
-from services.api.web import endpoint
 from services.api.context import API, ApiContext
+from services.api.web import endpoint
 from services.common.credentials import CredentialCipher
 from services.common.db.engine import create_engine, session_factory
 from services.common.migrate import upgrade
@@ -29,7 +29,6 @@ from services.executor.restore import RestoreHandler
 from services.executor.worker import JobWorker
 from tests.api.client import Api
 from tests.servers import NatsServer
-
 
 # Every page rendered from plain rows is checked against its route's response model.
 endpoint.CHECK_ROWS_PAGES = True

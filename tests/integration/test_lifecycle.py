@@ -6,59 +6,34 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from services.common.migrate import upgrade
-from tests.processes import SERVICES, ServiceProcess, free_port, service_env, wait_for_status
+from tests.processes import (
+    SERVICES,
+    ServiceProcess,
+    assert_clean_exit,
+    free_port,
+    service_env,
+    start,
+    wait_for_status,
+)
 from tests.servers import NatsServer, PostgresServer
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def sqlite_url(tmp_path: Path) -> str:
-    """The services run against a migrated metadata DB, as they do in production."""
-    url = f"sqlite+aiosqlite:///{tmp_path}/meta.db"
-    await upgrade(url)
-    return url
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ServiceProcess]]:
-    started: list[ServiceProcess] = []
-    yield started
-    for process in started:
-        process.stop()
-
-
-def start(
-    processes: list[ServiceProcess], name: str, env: dict[str, str], tmp_path: Path
-) -> ServiceProcess:
-    process = ServiceProcess(name, env, tmp_path / f"{name}.log").start()
-    processes.append(process)
-    return process
-
-
-def assert_clean_exit(process: ServiceProcess, signum: int) -> None:
-    process.signal(signum)
-    assert process.wait(timeout=15) == 0, process.log()
-    log = process.log()
-    assert "Traceback" not in log, log
-    assert f"{process.name} stopped" in log
 
 
 @pytest.mark.parametrize("name", SERVICES)
 def test_service_becomes_ready_and_exits_cleanly_on_sigterm(
     name: str,
     nats_server: NatsServer,
-    sqlite_url: str,
+    migrated_url: str,
     tmp_path: Path,
     processes: list[ServiceProcess],
 ) -> None:
-    env = service_env(tmp_path, nats_server.url, sqlite_url)
+    env = service_env(tmp_path, nats_server.url, migrated_url)
     process = start(processes, name, env, tmp_path)
     wait_for_status(f"{process.base_url}/readyz", 200, timeout=30)
     wait_for_status(f"{process.base_url}/healthz", 200, timeout=1)
@@ -67,20 +42,20 @@ def test_service_becomes_ready_and_exits_cleanly_on_sigterm(
 
 
 def test_sigint_also_exits_cleanly(
-    nats_server: NatsServer, sqlite_url: str, tmp_path: Path, processes: list[ServiceProcess]
+    nats_server: NatsServer, migrated_url: str, tmp_path: Path, processes: list[ServiceProcess]
 ) -> None:
     process = start(
-        processes, "executor", service_env(tmp_path, nats_server.url, sqlite_url), tmp_path
+        processes, "executor", service_env(tmp_path, nats_server.url, migrated_url), tmp_path
     )
     wait_for_status(f"{process.base_url}/readyz", 200, timeout=30)
     assert_clean_exit(process, signal.SIGINT)
 
 
 def test_readyz_follows_nats_and_the_service_reconnects(
-    nats_server: NatsServer, sqlite_url: str, tmp_path: Path, processes: list[ServiceProcess]
+    nats_server: NatsServer, migrated_url: str, tmp_path: Path, processes: list[ServiceProcess]
 ) -> None:
     process = start(
-        processes, "scheduler", service_env(tmp_path, nats_server.url, sqlite_url), tmp_path
+        processes, "scheduler", service_env(tmp_path, nats_server.url, migrated_url), tmp_path
     )
     readyz = f"{process.base_url}/readyz"
     wait_for_status(readyz, 200, timeout=30)
@@ -110,10 +85,10 @@ def test_readyz_follows_the_metadata_db_and_recovers(
 
 
 def test_starts_while_nats_is_down_and_waits_for_it(
-    sqlite_url: str, tmp_path: Path, processes: list[ServiceProcess]
+    migrated_url: str, tmp_path: Path, processes: list[ServiceProcess]
 ) -> None:
     port = free_port()
-    env = service_env(tmp_path, f"nats://127.0.0.1:{port}", sqlite_url)
+    env = service_env(tmp_path, f"nats://127.0.0.1:{port}", migrated_url)
     process = start(processes, "api", env, tmp_path)
     wait_for_status(f"{process.base_url}/healthz", 200, timeout=30)
     assert wait_for_status(f"{process.base_url}/readyz", 503, timeout=1) >= 0
@@ -126,18 +101,18 @@ def test_starts_while_nats_is_down_and_waits_for_it(
 
 
 def test_sigterm_while_waiting_for_dependencies_exits_cleanly(
-    sqlite_url: str, tmp_path: Path, processes: list[ServiceProcess]
+    migrated_url: str, tmp_path: Path, processes: list[ServiceProcess]
 ) -> None:
-    env = service_env(tmp_path, f"nats://127.0.0.1:{free_port()}", sqlite_url)
+    env = service_env(tmp_path, f"nats://127.0.0.1:{free_port()}", migrated_url)
     process = start(processes, "executor", env, tmp_path)
     wait_for_status(f"{process.base_url}/healthz", 200, timeout=30)
     assert_clean_exit(process, signal.SIGTERM)
 
 
 def test_production_without_secrets_refuses_to_start(
-    nats_server: NatsServer, sqlite_url: str, tmp_path: Path, processes: list[ServiceProcess]
+    nats_server: NatsServer, migrated_url: str, tmp_path: Path, processes: list[ServiceProcess]
 ) -> None:
-    env = service_env(tmp_path, nats_server.url, sqlite_url, BM_MODE="production")
+    env = service_env(tmp_path, nats_server.url, migrated_url, BM_MODE="production")
     process = start(processes, "api", env, tmp_path)
     assert process.wait(timeout=30) == 2
     log = process.log()

@@ -55,7 +55,7 @@ async def pages_middleware(request: web.Request, handler: Handler) -> web.Stream
     read_flashes(request)
     response = await _handle(request, handler)
     if request.method not in SAFE_METHODS:
-        ctx.forget_cached()  # a change here applies to the API's next request
+        await ctx.changed()  # a change here applies to the API's next request
     if not response.prepared:
         apply_flashes(request, response)
         remember_anon_cookie(request, response)

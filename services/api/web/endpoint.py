@@ -267,7 +267,7 @@ def aiohttp_handler(
             raise
         finally:
             if route.method != "GET":
-                ctx.forget_cached()  # a change here applies to the next request
+                await ctx.changed()  # a change here applies to the next request
             if audit is not None and route.audited:
                 await audit(call, route, status)
 
