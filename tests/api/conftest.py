@@ -42,6 +42,7 @@ def api_settings(tmp_path: Path, sqlite_url: str) -> Settings:
         database_url=sqlite_url,
         max_body_bytes=64 * 1024,
         bcrypt_rounds=4,
+        api_workers=1,  # the app runs in this one process
     )
 
 

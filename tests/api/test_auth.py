@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from services.api.auth.ratelimit import share_of_attempts
 from services.api.domain import users as users_domain
 from services.api.domain.sessions import hash_new_password
 from services.common.db.models import AuditEntry, RefreshToken, User
@@ -312,6 +313,17 @@ async def test_logout_of_all_sessions_by_refresh_token(api: Api) -> None:
 
 
 # -- rate limit ---------------------------------------------------------------------
+
+
+async def test_the_workers_of_one_service_share_the_login_budget(api: Api) -> None:
+    # Two workers: each allows half of the attempts, so together at most the setting.
+    configure(api, login_max_attempts=4, login_window_s=60, api_workers=2)
+    alice = await api.user("alice")
+    freeze(api)
+    for _ in range(2):
+        assert (await login(api, alice.email, "wrong password")).status == 401
+    assert (await login(api, alice.email)).status == 429
+    assert [share_of_attempts(10, n) for n in (1, 2, 3, 4, 20)] == [10, 5, 3, 2, 1]
 
 
 async def test_failed_logins_are_rate_limited_then_recover(api: Api) -> None:

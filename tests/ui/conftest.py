@@ -125,6 +125,7 @@ def ui_settings(tmp_path: Path) -> Settings:
         bcrypt_rounds=4,
         progress_interval_s=0.1,
         max_body_bytes=256 * 1024,
+        api_workers=1,  # the app runs in this one process
     )
 
 

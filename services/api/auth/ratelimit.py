@@ -1,10 +1,13 @@
 """Login rate limiting: failed attempts counted per client address and per account
 in a sliding window, in memory.
 
-The counters live in each API replica's memory: with N replicas an attacker gets at
-most N times the configured attempts, and a restart forgets them. That bounds
-online guessing well enough for a self-hosted service; a shared store (NATS KV,
-the metadata DB) would be the next step if it ever is not.
+The counters live in each API process's memory. The workers of one API service
+(``BM_API_WORKERS``) share the budget: each allows its share of the attempts, so the
+service as a whole allows at most the configured number (a person whose attempts
+all reach one worker is stopped after that worker's share). Separate replicas each
+allow the whole budget, and a restart forgets the counts. That bounds online
+guessing well enough for a self-hosted service; a shared store (NATS KV, the
+metadata DB) would be the next step if it ever is not.
 
 :class:`FailureLimiter` and :class:`LoginThrottle` are pure (time comes from an
 injected clock); :func:`login_throttle` gives the one throttle of an application.
@@ -127,6 +130,12 @@ class LoginThrottle:
         self.by_account.reset(account)
 
 
+def share_of_attempts(max_attempts: int, workers: int) -> int:
+    """One worker's part of the budget: the workers together allow at most
+    ``max_attempts`` (never fewer than one each)."""
+    return max(1, max_attempts // workers)
+
+
 _THROTTLES: weakref.WeakKeyDictionary[web.Application, LoginThrottle] = weakref.WeakKeyDictionary()
 
 
@@ -137,7 +146,7 @@ def login_throttle(app: web.Application) -> LoginThrottle:
     if throttle is None:
         ctx = app[API]
         throttle = LoginThrottle.create(
-            ctx.settings.login_max_attempts,
+            share_of_attempts(ctx.settings.login_max_attempts, ctx.settings.api_worker_count()),
             ctx.settings.login_window_s,
             clock=lambda: ctx.clock().timestamp(),  # not the app: it is the weak key
         )
