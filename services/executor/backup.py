@@ -302,12 +302,17 @@ class BackupRun:
         raise RunFailed(code, errors if len(copies) > 1 else str(copies[0].error))
 
     async def _check_stored(self, copies: list[Copy], digest: str) -> None:
-        """Read every stored copy back: it must be exactly the bytes that were sent."""
+        """Read every stored copy back: it must be exactly the bytes that were sent.
+        A writer that read its bytes back while it wrote has only the tail left to
+        hash (local files); any other copy is read back whole."""
         for copy in copies:
             if not copy.alive:
                 continue
             try:
-                size, stored_digest = await copy.driver.sha256(self.key)
+                stored = await copy.writer.read_back() if copy.writer else None
+                if stored is None:
+                    stored = await copy.driver.sha256(self.key)
+                size, stored_digest = stored
             except DestinationError as exc:
                 copy.fail(exc)
                 continue

@@ -53,6 +53,9 @@ class CopyWriter(Writer):
         except DestinationError as exc:
             self.copy.fail(exc)
 
+    async def read_back(self) -> tuple[int, str] | None:
+        return await self.inner.read_back()
+
     async def abort(self) -> None:
         with contextlib.suppress(DestinationError):
             await self.inner.abort()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import signal
 import sys
@@ -17,7 +18,9 @@ from typing import ClassVar
 import pytest
 
 from services.common.db.enums import BackupStatus, DatabaseEngine
-from services.common.destinations.local import LocalWriter
+from services.common.destinations import local
+from services.common.destinations.base import Writer
+from services.common.destinations.local import LocalDriver, LocalWriter
 from services.executor import adapters
 from services.executor.adapters.base import Adapter, DumpSpec, ProbeResult, Target
 from services.executor.backup import BackupRun
@@ -185,31 +188,81 @@ async def test_real_pg_dump_killed_mid_stream(
     no_leftovers(data.storage)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "corrupted"])
+async def test_a_local_copy_is_checked_by_its_read_back(
+    executor: ExecutorContext, tmp_path: Path, script_adapter: ScriptAdapter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """No second read of the whole artifact after the commit: the local writer read
+    it back while it wrote, and its digest is the file's."""
+
+    async def no_full_read(driver: LocalDriver, key: str) -> tuple[int, str]:
+        raise AssertionError("the artifact was read back whole after the commit")
+
+    monkeypatch.setattr(LocalDriver, "sha256", no_full_read)
+    data = await seeded(executor, tmp_path)
+    job = await queue_backup(executor, data)
+    await BackupRun(executor, job).execute()
+    backup = await load_backup(executor, job.backup_id)
+    assert backup.status is BackupStatus.SUCCEEDED, backup.error_message
+    [artifact, _] = stored_files(data.storage)
+    assert hashlib.sha256(artifact.read_bytes()).hexdigest() == backup.sha256
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    with path.open("r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated after the commit", "changed before it was read back",
+     "replaced after the commit", "changed after the commit, no read-back while writing"],
+)  # fmt: skip
 async def test_a_stored_copy_that_differs_is_detected(
     executor: ExecutorContext, tmp_path: Path, script_adapter: ScriptAdapter,
     monkeypatch: pytest.MonkeyPatch, damage: str,
 ) -> None:  # fmt: skip
-    """The read-back check after the commit: a disk that loses or flips a byte."""
+    """The read-back check: a disk that loses or flips a byte, or a file swapped under
+    the artifact's name. The local writer reads its bytes back while it writes; a
+    writer that cannot (``Writer.read_back`` of the base class) has the artifact read
+    back whole after the commit."""
     data = await seeded(executor, tmp_path)
-    commit = LocalWriter.commit
+    commit, read_at = LocalWriter.commit, local._read_at
+    damaged: list[Path] = []
 
     async def commit_then_damage(writer: LocalWriter) -> None:
         await commit(writer)
-        [artifact] = stored_files(data.storage)
-        if damage == "truncated":
+        if damaged:
+            return  # (the manifest, if the damage went unnoticed)
+        [artifact] = damaged[:] = stored_files(data.storage)
+        if damage == "truncated after the commit":
             os.truncate(artifact, artifact.stat().st_size - 1)
+        elif damage == "replaced after the commit":
+            other = artifact.with_name("other")
+            other.write_bytes(bytes(artifact.stat().st_size))
+            other.replace(artifact)
         else:
-            with artifact.open("r+b") as handle:
-                handle.seek(100)
-                byte = handle.read(1)
-                handle.seek(100)
-                handle.write(bytes([byte[0] ^ 0xFF]))
+            flip_byte(artifact, 10)
 
-    monkeypatch.setattr(LocalWriter, "commit", commit_then_damage)
+    def damage_then_read(fd: int, buffer: memoryview, offset: int) -> int:
+        if not damaged:  # the first read back: change the bytes it is about to read
+            [partial] = damaged[:] = stored_files(data.storage)
+            flip_byte(partial, offset + 10)
+        return read_at(fd, buffer, offset)
+
+    if damage == "changed before it was read back":
+        monkeypatch.setattr(local, "_read_at", damage_then_read)
+    else:
+        monkeypatch.setattr(LocalWriter, "commit", commit_then_damage)
+    if damage.endswith("no read-back while writing"):
+        monkeypatch.setattr(LocalWriter, "read_back", Writer.read_back)
     job = await queue_backup(executor, data)
     await BackupRun(executor, job).execute()
     backup = await load_backup(executor, job.backup_id)
+    assert damaged
     assert (backup.status, backup.error_code) == (BackupStatus.FAILED, "verify_mismatch")
     assert "differs from what was written" in (backup.error_message or "")
     no_leftovers(data.storage)

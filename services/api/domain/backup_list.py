@@ -14,7 +14,6 @@ import uuid
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from functools import cache
-from types import SimpleNamespace
 from typing import Any, Final
 
 from sqlalchemy import ColumnElement, Select, bindparam, func, literal, select
@@ -49,9 +48,9 @@ class Filters:
     until: datetime | None = None
 
 
-class BackupRow(SimpleNamespace):
-    """A listed backup: its list columns as attributes, ``project_id``, and
-    ``copies`` (dicts: destination, status, size, when stored)."""
+BackupRow = dict[str, Any]
+"""A listed backup: its list columns, ``project_id``, and ``copies`` (dicts:
+destination, status, size, when stored)."""
 
 
 # What a list shows: every column but the log tail and the manifest (the detail's).
@@ -121,14 +120,14 @@ def _with_copies(result: Result[Any]) -> list[BackupRow]:
     names = [str(key) for key in keys]  # exact str: a quoted name is a subclass
     width = len(names) - len(COPY_FIELDS)
     rows: list[BackupRow] = []
-    last: BackupRow | None = None
+    last_id = None
+    copies: list[dict[str, Any]] = []
     for values in result.all():  # one fetch: iterating fetches row by row
-        if last is None or last.id != values[0]:
-            last = BackupRow(**dict(zip(names[:width], values[:width], strict=True)))
-            last.copies = []
-            rows.append(last)
+        if values[0] != last_id:
+            last_id, copies = values[0], []
+            rows.append(dict(zip(names[:width], values[:width], strict=True), copies=copies))
         if values[width] is not None:
-            last.copies.append(dict(zip(COPY_FIELDS, values[width:], strict=True)))
+            copies.append(dict(zip(COPY_FIELDS, values[width:], strict=True)))
     return rows
 
 

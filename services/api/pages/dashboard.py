@@ -51,7 +51,7 @@ async def dashboard(request: web.Request) -> web.Response:
         projects = await visible_project_choices(session, who)
         databases = await database_names(
             session,
-            [b.database_id for b in recent]
+            [b["database_id"] for b in recent]
             + [b.database_id for b in running_backups]
             + [r.target_database_id for r in running_restores],
         )

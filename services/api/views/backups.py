@@ -36,9 +36,7 @@ routes = Endpoints("backups")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-def backup_fields(
-    backup: Backup | backup_list.BackupRow, project_id: uuid.UUID, copies: list[Any]
-) -> dict[str, Any]:
+def backup_fields(backup: Backup, project_id: uuid.UUID, copies: list[Any]) -> dict[str, Any]:
     duration = None
     if backup.started_at and backup.finished_at:
         duration = (backup.finished_at - backup.started_at).total_seconds()
@@ -57,9 +55,8 @@ def backup_fields(
 
 def listed_fields(backup: backup_list.BackupRow) -> dict[str, Any]:
     """A listed row as ``BackupOut`` fields (enums render as their values)."""
-    fields = vars(backup)
-    fields["duration_s"] = _duration(backup.started_at, backup.finished_at)
-    return fields
+    backup["duration_s"] = _duration(backup["started_at"], backup["finished_at"])
+    return backup
 
 
 def _duration(started: datetime | None, finished: datetime | None) -> float | None:

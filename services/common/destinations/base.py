@@ -48,7 +48,16 @@ class Writer(abc.ABC):
 
     @abc.abstractmethod
     async def abort(self) -> None:
-        """Throw away what was written; safe to call more than once."""
+        """Throw away what was written; safe to call more than once. After
+        ``commit`` it only lets go of what the writer holds (the stored artifact
+        stays: ``Driver.delete`` removes it)."""
+
+    async def read_back(self) -> tuple[int, str] | None:
+        """After ``commit``: size and sha256 (hex) of the stored artifact, read back
+        from the destination by the writer while it wrote (the local driver does;
+        see ``local._ReadBack``). None when this writer cannot follow its writes:
+        the caller then reads the artifact back whole with ``Driver.sha256``."""
+        return None
 
 
 class Driver(abc.ABC):
