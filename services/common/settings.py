@@ -7,13 +7,14 @@ production and generates keys once in development.
 
 from __future__ import annotations
 
-import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from services.common.workers import available_cpus
 
 
 class Mode(StrEnum):
@@ -80,7 +81,7 @@ class Settings(BaseSettings):
     allow_registration: bool = False
     access_token_ttl_s: int = Field(default=900, ge=30, le=86400)
     api_workers: int = Field(default=0, ge=0, le=64)
-    """API processes sharing its port; 0: one per CPU, at most 4."""
+    """API processes sharing its port; 0: one per CPU it may use, at most 4."""
     api_auth_cache_s: float = Field(default=2.0, ge=0, le=60)
     api_stats_cache_s: float = Field(default=5.0, ge=0, le=3600)
     refresh_token_ttl_s: int = Field(default=30 * 86400, ge=300)
@@ -158,7 +159,7 @@ class Settings(BaseSettings):
     def api_worker_count(self) -> int:
         if self.api_workers:
             return self.api_workers
-        return max(1, min(os.cpu_count() or 1, MAX_AUTO_API_WORKERS))
+        return min(available_cpus(), MAX_AUTO_API_WORKERS)
 
     def port_of(self, service: str) -> int:
         ports = {

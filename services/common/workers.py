@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
+from pathlib import Path
 
 from services.common.work import WorkTracker
 
@@ -27,6 +29,19 @@ log = logging.getLogger(__name__)
 WORKER_INDEX_ENV = "BM_WORKER_INDEX"
 RESTART_DELAY_S = 1.0
 PARENT_CHECK_S = 1.0
+
+
+def available_cpus(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPUs this process may use: those it may run on, fewer when a container's CPU
+    limit (cgroup v2 ``cpu.max``: quota and period) allows less."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cgroup.read_text().split()
+        if quota != "max":
+            cpus = min(cpus, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit to honour
+    return max(1, cpus)
 
 
 def worker_index() -> int:
