@@ -302,6 +302,19 @@ async def measure(
     )
 
 
+async def every_worker_listening(base: str, workers: int, within_s: float) -> None:
+    """Worker 0 is ready first and the others bind the port once they are: wait for
+    them, or every connection the clients keep open would go to worker 0."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + within_s
+    while len(seen) < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only workers {sorted(seen)} of {workers} answered")
+        async with aiohttp.ClientSession() as fresh, fresh.get(f"{base}/healthz") as response:
+            seen.add(response.headers["X-Worker"])
+        await asyncio.sleep(0.02)
+
+
 async def later_cursor(session: aiohttp.ClientSession, base: str, headers: dict[str, str]) -> str:
     """The cursor of the 100th page of the audit log (keyset: as cheap as the first)."""
     cursor = ""
@@ -392,10 +405,12 @@ async def main(requests: int, clients: int, budget_s: float, workers: int) -> in
         del env["BM_API_WORKERS"]
         if workers:
             env["BM_API_WORKERS"] = str(workers)
-        print(f"API workers: {Settings(api_workers=workers).api_worker_count()}")
+        count = Settings(api_workers=workers).api_worker_count()
+        print(f"API workers: {count}")
         api = ServiceProcess("api", env, Path(tmp) / "api.log").start()
         try:
             wait_for_status(f"{api.base_url}/readyz", 200, timeout=30)
+            await every_worker_listening(api.base_url, count, within_s=30)
             results = await run_load(api.base_url, tokens, requests, clients, budget_s)
         finally:
             api.stop()
