@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -110,6 +110,7 @@ CASES = [
 class Result:
     name: str
     alone_p50_ms: float  # one client: the service time of one request
+    server_cpu_ms: float  # CPU of the API processes per request under load
     requests: int
     errors: int
     seconds: float
@@ -254,6 +255,7 @@ async def measure(
     requests: int,
     clients: int,
     budget_s: float,
+    server_cpu_s: Callable[[], float],
 ) -> Result:
     """``requests`` requests from ``clients`` concurrent clients, or as many as fit
     in ``budget_s`` seconds (a slow endpoint must not stall the whole run)."""
@@ -285,7 +287,7 @@ async def measure(
     alone_p50_ms = statistics.median(latencies)
     latencies.clear()
     errors = 0
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), server_cpu_s()
     deadline = began + budget_s
     await asyncio.gather(*(client() for _ in range(clients)))
     seconds = time.perf_counter() - began
@@ -293,6 +295,7 @@ async def measure(
     return Result(
         name=case.name,
         alone_p50_ms=alone_p50_ms,
+        server_cpu_ms=(server_cpu_s() - cpu_began) / len(ordered) * 1000,
         requests=len(ordered),
         errors=errors,
         seconds=seconds,
@@ -300,6 +303,17 @@ async def measure(
         p99_ms=ordered[max(0, round(0.99 * len(ordered)) - 1)],
         max_ms=ordered[-1],
     )
+
+
+def process_tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its child processes
+    (the API's workers): what a request costs the server, whatever else runs."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    total = 0
+    for each in (pid, *map(int, children)):
+        fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 async def every_worker_listening(base: str, workers: int, within_s: float) -> None:
@@ -327,8 +341,9 @@ async def later_cursor(session: aiohttp.ClientSession, base: str, headers: dict[
 
 
 async def run_load(
-    base: str, tokens: dict[str, str], requests: int, clients: int, budget_s: float
-) -> list[Result]:
+    base: str, tokens: dict[str, str], requests: int, clients: int, budget_s: float,
+    server_cpu_s: Callable[[], float],
+) -> list[Result]:  # fmt: skip
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector) as session:
         async with session.get(base + "/api/v1/openapi.json") as response:
@@ -345,12 +360,14 @@ async def run_load(
                 "Authorization": f"Bearer {tokens[case.caller]}"
             }  # fmt: skip
             measured = Case(case.name, case.path.replace("{cursor}", cursor), case.caller)
-            result = await measure(session, base, measured, headers, requests, clients, budget_s)
+            result = await measure(
+                session, base, measured, headers, requests, clients, budget_s, server_cpu_s
+            )
             results.append(result)
             print(
                 f"  {case.name}: alone p50 {result.alone_p50_ms:.1f} ms; {clients} clients: "
                 f"{result.requests} requests, p50 {result.p50_ms:.1f} ms, "
-                f"p99 {result.p99_ms:.1f} ms",
+                f"p99 {result.p99_ms:.1f} ms, server CPU {result.server_cpu_ms:.2f} ms a request",
                 flush=True,
             )
         return results
@@ -362,7 +379,7 @@ async def run_load(
 def report(results: list[Result], clients: int) -> str:
     baseline = results[0]
     lines = [
-        f"{'endpoint':<34} {'alone p50':>9} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'endpoint':<34} {'alone p50':>9} {'CPU ms':>6} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'max ms':>8} {'p50 x base':>10} {'errors':>6}  target p99<={TARGET_P99_MS:.0f}ms",
     ]
     for result in results:
@@ -370,13 +387,15 @@ def report(results: list[Result], clients: int) -> str:
             "ok" if result.p99_ms <= TARGET_P99_MS else "MISSED"
         )  # fmt: skip
         lines.append(
-            f"{result.name:<34} {result.alone_p50_ms:>9.1f} {result.rps:>7.0f} "
+            f"{result.name:<34} {result.alone_p50_ms:>9.1f} {result.server_cpu_ms:>6.2f} "
+            f"{result.rps:>7.0f} "
             f"{result.p50_ms:>8.1f} {result.p99_ms:>8.1f} "
             f"{result.max_ms:>8.1f} {result.p50_ms / baseline.p50_ms:>10.1f} {result.errors:>6}  "
             f"{verdict}"
         )
     lines.append(
-        f"(alone: one client; the rest: {clients} concurrent clients; lists return a page "
+        f"(alone: one client; CPU: the API processes' CPU per request under load; the "
+        f"rest: {clients} concurrent clients; lists return a page "
         f"of {PAGE}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end)"
     )
     return "\n".join(lines)
@@ -411,7 +430,11 @@ async def main(requests: int, clients: int, budget_s: float, workers: int) -> in
         try:
             wait_for_status(f"{api.base_url}/readyz", 200, timeout=30)
             await every_worker_listening(api.base_url, count, within_s=30)
-            results = await run_load(api.base_url, tokens, requests, clients, budget_s)
+            assert api.process is not None
+            pid = api.process.pid
+            results = await run_load(
+                api.base_url, tokens, requests, clients, budget_s, lambda: process_tree_cpu_s(pid)
+            )
         finally:
             api.stop()
             nats.stop()

@@ -36,6 +36,7 @@ class ApiContext:
     principals: PrincipalCache = field(init=False)
     stats: StatsCache = field(init=False)
     read_sessions: async_sessionmaker[AsyncSession] = field(init=False)
+    inline_reads: bool = field(init=False)
     instance: str = field(default_factory=lambda: uuid.uuid4().hex)
     """Tells this process's own change notices from the others'."""
 
@@ -43,14 +44,27 @@ class ApiContext:
         self.principals = PrincipalCache(self.settings.api_auth_cache_s)
         self.stats = StatsCache(self.settings.api_stats_cache_s)
         reads = read_engine(self.settings.database_url)
+        self.inline_reads = reads is not None
         self.read_sessions = session_factory(reads) if reads is not None else self.sessions
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:
         """A session for reads only (a page of a list): on a SQLite file it runs on
         the event loop, skipping aiosqlite's thread (``common.db.inline_sqlite``)."""
-        async with self.read_sessions() as session:
+        if not self.inline_reads:
+            async with self.read_sessions() as session:
+                yield session
+            return
+        session = self.read_sessions()
+        try:
             yield session
+        finally:
+            # Closed in this task. AsyncSession's own exit closes in a task of its
+            # own and waits for it: other requests run meanwhile with the connection
+            # still out, and under load the pool opened (and SQLite parsed the
+            # schema for) a fresh connection for most requests. An inline close
+            # never waits, so nothing can interrupt it halfway.
+            await session.close()
 
     def forget_cached(self) -> None:
         """After a change: the next request checks and counts afresh."""
