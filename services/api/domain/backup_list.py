@@ -163,15 +163,10 @@ def _page_statement(shape: Shape) -> Select[Any]:
     listed = select(*LIST_COLUMNS, Database.project_id).join(
         Database, Database.id == Backup.database_id
     )
-    listed = listed.where(*_own_conditions(shape))
     if shape.merged:
-        # IN over the covered databases' ids (not conditions on the joined row): SQLite
-        # then reads each database's index from the merge start on.
-        covered = aliased(Database, name="covered")
-        listed = listed.where(
-            Backup.database_id.in_(select(covered.id).where(*_scope(shape, covered))),
-            Backup.queued_at >= _merge_start(shape),
-        )
+        listed = listed.where(Backup.id.in_(_merged_page_ids(shape)))
+    else:
+        listed = listed.where(*_own_conditions(shape))
     page = keyset_bound(listed, LIST_ORDER, cursor=False).subquery("listed")
     copies = (getattr(BackupCopy, name).label(f"copy_{name}") for name in COPY_FIELDS)
     return (
@@ -181,12 +176,27 @@ def _page_statement(shape: Shape) -> Select[Any]:
     )
 
 
+def _merged_page_ids(shape: Shape) -> Select[Any]:
+    """The ids of a page merged from the covered databases, chosen from the
+    (database, queued_at, id) indexes alone: only the page's own rows are then read
+    from the table, not every candidate of every database."""
+    pick, covered = aliased(Backup, name="pick"), aliased(Database, name="covered")
+    # IN over the covered databases' ids (not conditions on a joined row): SQLite
+    # then reads each database's index from the merge start on.
+    chosen = select(pick.id).where(
+        pick.database_id.in_(select(covered.id).where(*_scope(shape, covered))),
+        *_own_conditions(shape, pick),
+        pick.queued_at >= _merge_start(shape),
+    )
+    return keyset_bound(chosen, (pick.queued_at, pick.id), cursor=False)
+
+
 def _merge_start(shape: Shape) -> ColumnElement[datetime]:
     """The newest rows of the databases a caller sees without sorting all their
     backups. Each database's own next page ends at some instant; the database whose
     page ends latest already has more than a page of rows from then on, so no row of
     the page is older than that instant. Reading only from then on touches at most a
-    page (and its ties) per database through the (database, queued_at) index."""
+    page (and its ties) per database through the (database, queued_at, id) index."""
     run, seen = aliased(Backup, name="run"), aliased(Database, name="seen")
     own_last = (
         select(run.queued_at)

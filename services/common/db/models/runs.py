@@ -50,12 +50,13 @@ class Backup(UuidPk, Base):
         # recorded" (NULL schedule_id or slot_at never conflict).
         UniqueConstraint("schedule_id", "slot_at"),
         Index(None, "database_id", "started_at"),
-        Index(None, "database_id", "queued_at"),
         Index(None, "queued_at"),
-        # Lists filtered by status, newest first: everyone's (status, queued_at) and
-        # per database (database_id, status, queued_at), read in order, never sorted.
+        # Lists, newest first, read in order and never sorted: per database (with the
+        # id, the list's tie-breaker, so a member's page is picked from the index
+        # alone before its rows are read), and by status (everyone's, per database).
+        Index(None, "database_id", "queued_at", "id"),
         Index(None, "status", "queued_at"),
-        Index(None, "database_id", "status", "queued_at"),
+        Index(None, "database_id", "status", "queued_at", "id"),
         # Never two runs of one database at once, across all executors: moving a
         # second row of the same database to 'running' fails with IntegrityError.
         Index(
