@@ -303,20 +303,23 @@ class BackupRun:
 
     async def _check_stored(self, copies: list[Copy], digest: str) -> None:
         """Read every stored copy back: it must be exactly the bytes that were sent.
-        A writer that read its bytes back while it wrote has only the tail left to
-        hash (local files); any other copy is read back whole."""
+        A writer that read its bytes back as it wrote them and compared them with
+        the bytes sent (local files) has only the stored size left to report; any
+        other copy is read back whole and hashed."""
         for copy in copies:
             if not copy.alive:
                 continue
             try:
-                stored = await copy.writer.read_back() if copy.writer else None
-                if stored is None:
-                    stored = await copy.driver.sha256(self.key)
-                size, stored_digest = stored
+                read_back = await copy.writer.read_back() if copy.writer else None
+                if read_back is None:
+                    size, stored_digest = await copy.driver.sha256(self.key)
+                    same = stored_digest == digest
+                else:
+                    size, same = read_back.size, read_back.same
             except DestinationError as exc:
                 copy.fail(exc)
                 continue
-            if (size, stored_digest) != (self.stats.bytes_out, digest):
+            if not same or size != self.stats.bytes_out:
                 copy.fail(f"the copy on {copy.destination.name} differs from what was written "
                           f"({size} of {self.stats.bytes_out} bytes)")  # fmt: skip
                 await _delete_quietly([copy.driver], self.key)

@@ -9,7 +9,7 @@ import contextlib
 from dataclasses import dataclass
 
 from services.common.db.models import Destination
-from services.common.destinations.base import DestinationError, Driver, Writer
+from services.common.destinations.base import DestinationError, Driver, ReadBack, Writer
 
 
 @dataclass
@@ -53,7 +53,7 @@ class CopyWriter(Writer):
         except DestinationError as exc:
             self.copy.fail(exc)
 
-    async def read_back(self) -> tuple[int, str] | None:
+    async def read_back(self) -> ReadBack | None:
         return await self.inner.read_back()
 
     async def abort(self) -> None:

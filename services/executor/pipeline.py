@@ -55,7 +55,11 @@ async def pump(
     thread round trip, and on a busy machine the wait for a free CPU would
     otherwise leave the compressor without input. The next write starts only once
     the one before has finished, so each destination gets the blocks in order and
-    a slow one slows the dump down."""
+    a slow one slows the dump down.
+
+    What is hashed is exactly what the writers are given (the same block), so a
+    writer that compares what it stored with what it was given (``ReadBack``)
+    shows that the stored bytes have this digest."""
     pending: list[bytes] = []  # compressed, not yet written
     pending_size = 0
     writing: asyncio.Future[list[None]] | None = None

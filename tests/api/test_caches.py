@@ -15,8 +15,7 @@ Rows are written straight into the metadata DB where the test plays another proc
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -204,14 +203,19 @@ class HeldSessions:
         self.held = asyncio.Event()
         self.release = asyncio.Event()
 
-    @contextlib.asynccontextmanager
-    async def __call__(self) -> AsyncIterator[AsyncSession]:
+    def __call__(self) -> AsyncSession:
         hold, self.armed = self.armed, False
-        async with self.real() as session:
-            yield session
+        session = self.real()
         if hold:
-            self.held.set()
-            await self.release.wait()
+            close = session.close
+
+            async def close_then_hold() -> None:
+                await close()
+                self.held.set()
+                await self.release.wait()
+
+            session.close = close_then_hold  # type: ignore[method-assign]
+        return session
 
 
 async def test_a_lookup_that_raced_a_change_is_not_remembered(

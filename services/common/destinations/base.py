@@ -36,6 +36,15 @@ class ObjectInfo:
     modified_at: datetime
 
 
+@dataclass(frozen=True)
+class ReadBack:
+    """A writer's own check of what it stored: every byte read back from the
+    destination and compared with the byte given to ``write`` at that offset."""
+
+    size: int  # bytes stored under the key now
+    same: bool  # each equal to the byte written there, and as many as were written
+
+
 class Writer(abc.ABC):
     """An artifact being written: invisible under its key until ``commit``."""
 
@@ -52,11 +61,11 @@ class Writer(abc.ABC):
         ``commit`` it only lets go of what the writer holds (the stored artifact
         stays: ``Driver.delete`` removes it)."""
 
-    async def read_back(self) -> tuple[int, str] | None:
-        """After ``commit``: size and sha256 (hex) of the stored artifact, read back
-        from the destination by the writer while it wrote (the local driver does;
-        see ``local._ReadBack``). None when this writer cannot follow its writes:
-        the caller then reads the artifact back whole with ``Driver.sha256``."""
+    async def read_back(self) -> ReadBack | None:
+        """After ``commit``: the stored artifact as the writer read it back from the
+        destination while it wrote (the local driver does: ``LocalWriter``). None
+        when this writer cannot read its writes back: the caller then reads the
+        artifact back whole with ``Driver.sha256`` and compares digests."""
         return None
 
 

@@ -3,9 +3,10 @@ file in the target directory, are fsynced, renamed into place and the directory 
 fsynced, so a crash leaves either nothing or the whole artifact (plus a temporary
 file the reconciliation sweep removes).
 
-While a file is written, a thread of its writer reads it back through a descriptor
-of its own and hashes it (:class:`_ReadBack`), so that the read-back check of a
-backup has only the tail left to hash once the last byte is written."""
+Each write is read back at once through a second descriptor of the file and
+compared with the bytes written (:meth:`LocalWriter.read_back`): once the last
+byte is written, the read-back check of a backup has only the file's size and
+identity under its final name left to confirm."""
 
 from __future__ import annotations
 
@@ -25,13 +26,14 @@ from services.common.destinations.base import (
     DestinationError,
     Driver,
     ObjectInfo,
+    ReadBack,
     Writer,
     check_key,
 )
 
 TEMP_PREFIX = ".partial-"
-READ_BACK_BLOCK = 256 << 10  # what the read-back holds: one block, reused
-WRITE_BACK_STEP = 8 << 20  # read back this much more: have the kernel write it out
+READ_BACK_BLOCK = 64 << 10  # what a writer holds to read back: one block, reused
+WRITE_BACK_STEP = 8 << 20  # each time this much more is read back: write it out
 
 
 def _explain(exc: OSError, path: Path) -> DestinationError:
@@ -48,110 +50,46 @@ def _read_at(fd: int, buffer: memoryview, offset: int) -> int:
 
 
 def _write_back(fd: int, upto: int) -> None:
-    """Start writing out ``[0, upto)`` of the file and drop what is clean already
-    (pages written out since the call before) from the page cache; only a hint."""
+    """Start writing ``[0, upto)`` of the file out and drop what is clean already
+    (written out since the call before) from the page cache; a hint that does not
+    wait for the disk (``POSIX_FADV_DONTNEED``)."""
     with contextlib.suppress(OSError):
         os.posix_fadvise(fd, 0, upto, os.POSIX_FADV_DONTNEED)
 
 
-class _ReadBack:
-    """Reads a file back, while it is written, through a descriptor of its own, and
-    hashes what it reads: in a thread of its own, never past the bytes written so
-    far (:meth:`wrote`) until the writes are over (:meth:`finish`), then to the end
-    of the file. It holds one block of memory whatever the size of the file. A file
-    that ends before the bytes written (truncated behind the writer) stops it; what
-    it read is what the check compares.
-
-    Every ``WRITE_BACK_STEP`` read back, it asks the kernel to write out what it has
-    read and to drop it from the page cache (``POSIX_FADV_DONTNEED``: a hint that
-    starts the writeback without waiting for it): the commit's fsync then has only
-    the last few MiB left to wait for (0.1 s less for a 300 MiB artifact, measured),
-    and a backup does not push the database's own pages out of the cache."""
-
-    def __init__(self, path: Path) -> None:
-        self._fd = os.open(path, os.O_RDONLY)
-        try:
-            st = os.fstat(self._fd)
-            self.inode = (st.st_dev, st.st_ino)
-            self.size = 0  # bytes read back and hashed so far
-            self.digest = hashlib.sha256()
-            self.error: OSError | None = None
-            self._written = 0
-            self._last = False
-            self._stop = False
-            self._changed = threading.Condition()
-            self._thread = threading.Thread(target=self._run, name="read-back", daemon=True)
-            self._thread.start()
-        except BaseException:
-            os.close(self._fd)
-            raise
-
-    def wrote(self, size: int) -> None:
-        with self._changed:
-            self._written += size
-            self._changed.notify()
-
-    def finish(self) -> None:
-        """No more writes: read on to the end of the file, then end."""
-        with self._changed:
-            self._last = True
-            self._changed.notify()
-
-    def stop(self) -> None:
-        with self._changed:
-            self._stop = True
-            self._changed.notify()
-
-    def join(self) -> None:
-        self._thread.join()
-
-    def _run(self) -> None:
-        block = memoryview(bytearray(READ_BACK_BLOCK))
-        advised = 0
-        try:
-            while True:
-                with self._changed:
-                    while not (self._stop or self._last or self._written > self.size):
-                        self._changed.wait()
-                    if self._stop:
-                        return
-                    end = None if self._last else self._written
-                while end is None or self.size < end:
-                    want = READ_BACK_BLOCK if end is None else min(READ_BACK_BLOCK, end - self.size)
-                    got = _read_at(self._fd, block[:want], self.size)
-                    if not got or self._stop:
-                        return  # the end of the file (before ``end``: cut behind us)
-                    self.digest.update(block[:got])
-                    self.size += got
-                    if self.size - advised >= WRITE_BACK_STEP:
-                        _write_back(self._fd, self.size)
-                        advised = self.size
-        except OSError as exc:
-            self.error = exc
-        finally:
-            os.close(self._fd)
-
-
 class LocalWriter(Writer):
-    """Writes with ``os.write`` (every byte in the file when :meth:`write` returns,
-    so the read-back may follow it) under a lock that :meth:`abort` takes too: a
-    write or commit left running in its thread by a cancelled run never meets a
-    closed descriptor, and what it stored is removed."""
+    """Writes with ``os.write`` in a worker thread, then reads the same bytes back
+    through a descriptor of its own (its own open file description, as any reader
+    of the file would) and compares them, one ``READ_BACK_BLOCK`` at a time: the
+    only memory it adds, whatever the size of the file. Comparing costs a small
+    fraction of hashing the bytes again (``memcmp`` against SHA-256), and the bytes
+    compared are the ones the pipeline hashed, so equal bytes mean an equal digest.
 
-    def __init__(self, final: Path, temp: Path, fd: int, read_back: _ReadBack) -> None:
+    Every ``WRITE_BACK_STEP`` it asks the kernel to write out what it has read back
+    (and to drop it from the page cache once written): the commit's fsync then has
+    only the last few MiB to wait for, and the artifact does not pile up in the
+    page cache at the expense of the database's own pages.
+
+    One lock covers the descriptors: a write or commit left running in its thread
+    by a cancelled run never meets a closed descriptor, and what it stored is
+    removed by the :meth:`abort` that follows."""
+
+    def __init__(
+        self, final: Path, temp: Path, fd: int, read_fd: int, inode: tuple[int, int]
+    ) -> None:
         self._final = final
         self._temp = temp
         self._fd = fd
-        self._read_back = read_back
+        self._read_fd = read_fd
+        self._inode = inode  # (device, inode) of the file written
         self._lock = threading.Lock()
+        self._size = 0  # bytes written, each read back
+        self._same = True  # and found equal to what was written
+        self._advised = 0
+        self._block = bytearray()  # grown to READ_BACK_BLOCK at most, then reused
         self._renamed = False
         self._committed = False
         self._aborted = False
-
-    @property
-    def read_back_bytes(self) -> int:
-        """How much of what was written has been read back and hashed so far."""
-        return self._read_back.size
 
     async def write(self, chunk: bytes) -> None:
         try:
@@ -164,17 +102,34 @@ class LocalWriter(Writer):
             if self._fd < 0:
                 raise DestinationError(f"the write of {self._final} is over")
             view = memoryview(chunk)
-            while view:
-                view = view[os.write(self._fd, view) :]
-            self._read_back.wrote(len(chunk))
+            rest = view
+            while rest:
+                rest = rest[os.write(self._fd, rest) :]
+            if self._same:
+                self._same = self._reads_back_as(view, self._size)
+            self._size += len(view)
+            if self._size - self._advised >= WRITE_BACK_STEP:
+                _write_back(self._read_fd, self._size)
+                self._advised = self._size
+
+    def _reads_back_as(self, written: memoryview, offset: int) -> bool:
+        if len(self._block) < min(READ_BACK_BLOCK, len(written)):
+            self._block = bytearray(min(READ_BACK_BLOCK, len(written)))
+        block = self._block
+        into = memoryview(block)
+        for start in range(0, len(written), READ_BACK_BLOCK):
+            piece = written[start : start + READ_BACK_BLOCK]
+            got = _read_at(self._read_fd, into[: len(piece)], offset + start)
+            # (short: the file ends early, cut behind the writer)
+            if got != len(piece) or not block.startswith(piece):
+                return False
+        return True
 
     async def commit(self) -> None:
         def finish() -> None:
             with self._lock:
-                self._read_back.finish()  # the tail is read back while the data syncs
                 os.fsync(self._fd)
-                os.close(self._fd)
-                self._fd = -1
+                self._close()
                 os.rename(self._temp, self._final)
                 self._renamed = True
                 directory = os.open(self._final.parent, os.O_RDONLY)
@@ -190,28 +145,21 @@ class LocalWriter(Writer):
             raise _explain(exc, self._final) from None
         self._committed = True
 
-    async def read_back(self) -> tuple[int, str] | None:
-        """Once the read-back has hashed the tail: its digest, and the size of the
-        file under its final name — which must be the file that was read back (else
-        None: the caller reads the artifact back whole)."""
+    async def read_back(self) -> ReadBack | None:
+        """Every byte was read back as it was written; what is left is the file
+        under its final name: the one written (else None: the caller reads the
+        artifact back whole), and its size now."""
         if not self._committed:
             raise DestinationError(f"{self._final} is not stored yet: nothing to read back")
-
-        def result() -> tuple[int, str] | None:
-            self._read_back.join()
-            if self._read_back.error is not None:
-                raise self._read_back.error
-            st = os.stat(self._final)
-            if (st.st_dev, st.st_ino) != self._read_back.inode:
-                return None
-            return st.st_size, self._read_back.digest.hexdigest()
-
         try:
-            return await asyncio.to_thread(result)
+            st = await asyncio.to_thread(os.stat, self._final)
         except FileNotFoundError:
             raise ArtifactMissing(f"artifact {self._final} vanished after it was stored") from None
         except OSError as exc:
             raise _explain(exc, self._final) from None
+        if (st.st_dev, st.st_ino) != self._inode:
+            return None
+        return ReadBack(size=st.st_size, same=self._same and st.st_size == self._size)
 
     async def abort(self) -> None:
         if self._aborted:
@@ -219,18 +167,20 @@ class LocalWriter(Writer):
         self._aborted = True
 
         def discard() -> None:
-            self._read_back.stop()
-            self._read_back.join()
-            with self._lock:  # (after a commit still running in its thread)
-                if self._fd >= 0:
-                    os.close(self._fd)
-                    self._fd = -1
+            with self._lock:  # (after a write or commit still running in its thread)
+                self._close()
                 if not self._committed:  # nor a commit that failed or was cancelled
                     self._temp.unlink(missing_ok=True)
                     if self._renamed:
                         self._final.unlink(missing_ok=True)
 
         await asyncio.to_thread(discard)
+
+    def _close(self) -> None:
+        for fd in (self._fd, self._read_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._read_fd = -1
 
 
 class LocalDriver(Driver):
@@ -248,12 +198,13 @@ class LocalDriver(Driver):
             final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                read_back = _ReadBack(temp)
+                st = os.fstat(fd)
+                read_fd = os.open(temp, os.O_RDONLY)
             except BaseException:
                 os.close(fd)
                 temp.unlink(missing_ok=True)
                 raise
-            return LocalWriter(final, temp, fd, read_back)
+            return LocalWriter(final, temp, fd, read_fd, (st.st_dev, st.st_ino))
 
         try:
             return await asyncio.to_thread(open_temp)
