@@ -26,6 +26,7 @@ from services.executor.adapters.base import Adapter, DumpSpec, ProbeResult, Targ
 from services.executor.backup import BackupRun
 from services.executor.context import ExecutorContext
 from tests.executor.conftest import Seeded, load_backup, queue_backup, seed, stored_files
+from tests.executor.test_local_read_back import flip_byte
 from tests.servers import Database, PostgresServer
 
 pytestmark = pytest.mark.integration
@@ -206,14 +207,6 @@ async def test_a_local_copy_is_checked_by_its_read_back(
     assert backup.status is BackupStatus.SUCCEEDED, backup.error_message
     [artifact, _] = stored_files(data.storage)
     assert hashlib.sha256(artifact.read_bytes()).hexdigest() == backup.sha256
-
-
-def flip_byte(path: Path, offset: int) -> None:
-    with path.open("r+b") as handle:
-        handle.seek(offset)
-        byte = handle.read(1)
-        handle.seek(offset)
-        handle.write(bytes([byte[0] ^ 0xFF]))
 
 
 @pytest.mark.parametrize(
