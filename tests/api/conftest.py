@@ -35,11 +35,17 @@ endpoint.CHECK_ROWS_PAGES = True
 
 
 @pytest.fixture
-def api_settings(tmp_path: Path, sqlite_url: str) -> Settings:
+def api_database_url(sqlite_url: str) -> str:
+    """The API's metadata DB: SQLite (``test_lists_postgres`` overrides it)."""
+    return sqlite_url
+
+
+@pytest.fixture
+def api_settings(tmp_path: Path, api_database_url: str) -> Settings:
     # The lowest bcrypt cost: many tests hash passwords through the real endpoints.
     return Settings(
         data_dir=tmp_path / "data",
-        database_url=sqlite_url,
+        database_url=api_database_url,
         max_body_bytes=64 * 1024,
         bcrypt_rounds=4,
         api_workers=1,  # the app runs in this one process

@@ -4,11 +4,8 @@ The tests are the SQLite ones, collected again here with the API on PostgreSQL."
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from services.common.settings import Settings
 from tests.api.test_audit import test_filters as test_audit_filters
 from tests.api.test_audit import test_pages_newest_first_and_stable as test_audit_pages
 from tests.api.test_backups import listing
@@ -29,11 +26,5 @@ __all__ = [
 
 
 @pytest.fixture
-def api_settings(tmp_path: Path, pg_url: str) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "data",
-        database_url=pg_url,
-        max_body_bytes=64 * 1024,
-        bcrypt_rounds=4,
-        api_workers=1,
-    )
+def api_database_url(pg_url: str) -> str:
+    return pg_url

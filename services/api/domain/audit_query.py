@@ -11,7 +11,14 @@ from sqlalchemy import ColumnElement, Select, bindparam, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.schemas.audit import AuditQuery
-from services.api.web.pagination import LIKE_ESCAPE, cut, keyset_bound, page_params, prefix_pattern
+from services.api.web.pagination import (
+    LIKE_ESCAPE,
+    cut,
+    keyset_bound,
+    page_params,
+    plain_rows,
+    prefix_pattern,
+)
 from services.common.db.models import AuditEntry
 from services.common.db.types import RepeatedUuid
 
@@ -51,9 +58,7 @@ async def list_audit(
     result = await (await session.connection()).execute(
         _statement(present, action, bool(query.cursor)), params
     )
-    keys = result.keys()
-    names = [str(key) for key in keys]
-    rows = [dict(zip(names, row, strict=True)) for row in result.all()]
+    rows = plain_rows(result)
     # No total: counting a log that only grows costs a scan per page.
     return (*cut(rows, query, ORDER), None)
 

@@ -28,6 +28,7 @@ from services.api.domain.access import visible_projects_bound as visible
 from services.api.web.pagination import (
     PageQuery,
     after_cursor_bound,
+    column_names,
     cut,
     keyset_bound,
     page_params,
@@ -133,16 +134,16 @@ async def list_backups(
 def _with_copies(result: Result[Any]) -> list[BackupRow]:
     """Rows of the page joined to their copies (one per destination) -> one
     ``BackupRow`` per backup, in order."""
-    keys = result.keys()
-    names = [str(key) for key in keys]  # exact str: a quoted name is a subclass
+    names = column_names(result)
     width = len(names) - len(COPY_FIELDS)
+    own = names[:width]
     rows: list[BackupRow] = []
     last_id = None
     copies: list[dict[str, Any]] = []
     for values in result.all():  # one fetch: iterating fetches row by row
         if values[0] != last_id:
             last_id, copies = values[0], []
-            rows.append(dict(zip(names[:width], values[:width], strict=True), copies=copies))
+            rows.append(dict(zip(own, values[:width], strict=True), copies=copies))
         if values[width] is not None:
             copies.append(dict(zip(COPY_FIELDS, values[width:], strict=True)))
     return rows

@@ -25,6 +25,7 @@ from services.api.web.pagination import (
     cut,
     keyset_bound,
     page_params,
+    plain_rows,
 )
 from services.common.db.enums import ProjectRole
 from services.common.db.models import Project, ProjectMember
@@ -47,15 +48,11 @@ async def list_projects(
     connection = await session.connection()
     statement = _page_statement(visibility, bool(q), bool(page.cursor))
     result = await connection.execute(statement, params)
-    keys = result.keys()
-    names = [str(key) for key in keys]
-    rows: list[dict[str, Any]] = []
-    for values in result.all():
-        row = dict(zip(names, values, strict=True))
+    rows = plain_rows(result)
+    for row in rows:
         # An administrator owns every project it sees; a member has its own role.
         role = ProjectRole.OWNER if principal.is_admin else row["role"]
         row["role"] = weaker(role, principal.token_role)
-        rows.append(row)
     total = await connection.scalar(_count_statement(visibility, bool(q)), params)
     return (*cut(rows, page, ORDER), total or 0)
 

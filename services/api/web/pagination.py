@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import ColumnElement, Select, bindparam, func, select, tuple_
+from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -143,6 +144,19 @@ def page_params(
     if page.cursor:
         params["cursor_first"], params["cursor_second"] = decode_cursor(page.cursor, kinds)
     return params
+
+
+def column_names(result: Result[Any]) -> list[str]:
+    """The names of a result's columns as exact ``str`` (a quoted name, such as
+    ``trigger``, is a subclass, which orjson refuses as a key)."""
+    keys = result.keys()
+    return [str(key) for key in keys]
+
+
+def plain_rows(result: Result[Any]) -> list[dict[str, Any]]:
+    """Every row of ``result`` as a dict by column name, ready for a RowsPage."""
+    names = column_names(result)
+    return [dict(zip(names, row, strict=True)) for row in result.all()]
 
 
 LIKE_ESCAPE = "/"
