@@ -15,10 +15,11 @@ The executor runs the real path — ``BackupRun(ctx, job).execute()`` with a mig
 SQLite metadata DB, a real NATS, and a local destination — in a child process of
 its own, so its peak RSS (``VmHWM``) is the executor's alone (pg_dump is a
 grandchild and not counted). Like ``ExecutorService.start``, the child calls
-``settle_after_start`` (ORM mappings configured, start-up heap frozen) before the
-timed run. It also notes when pg_dump starts (``Tool.start``) and when the
-artifact's commit begins (``LocalWriter.commit``: its last byte written), to show
-the run's fixed cost before the stream and the work left after it.
+``prepare_for_jobs`` (installed pg_dumps found, ORM mappings configured, start-up
+heap frozen) before the timed run. It also notes when pg_dump starts
+(``Tool.start``) and when the artifact's commit begins (``LocalWriter.commit``: its
+last byte written), to show the run's fixed cost before the stream and the work
+left after it.
 
 Targets (issue 4): wall-time ratio executor/baseline <= 1.10 (judged at the largest
 size, ~1 GiB as the issue states it; smaller sizes are shown); executor peak RSS
@@ -66,7 +67,7 @@ from services.common.db.enums import BackupStatus, DatabaseEngine, DestinationKi
 from services.common.db.models import Backup, Database, Destination, Project  # noqa: E402
 from services.common.secrets import resolve_secrets  # noqa: E402
 from services.common.settings import Settings  # noqa: E402
-from services.executor.adapters.postgres import choose_pg_dump  # noqa: E402
+from services.executor.adapters.pg_tools import choose_pg_dump  # noqa: E402
 
 # The executor child imports this module too: what only the parent needs (the test
 # servers, alembic for migrations) is imported where it is used, so the child's RSS
@@ -408,7 +409,7 @@ async def executor_child(spec: dict[str, str]) -> dict[str, Any]:
     from services.common.credentials import CredentialCipher
     from services.common.destinations.local import LocalWriter
     from services.executor.backup import BackupRun
-    from services.executor.context import ExecutorContext, settle_after_start
+    from services.executor.context import ExecutorContext, prepare_for_jobs
     from services.executor.tool import Tool
 
     # When pg_dump was started and when the artifact's commit began (its last byte
@@ -437,7 +438,7 @@ async def executor_child(spec: dict[str, str]) -> dict[str, Any]:
             executor_id="bench-executor",
         )  # fmt: skip
         job = decode(BackupRequested, spec["job"])
-        settle_after_start()
+        await prepare_for_jobs()
         rss_before = proc_status_kib("VmRSS")
         usage = resource.getrusage(resource.RUSAGE_SELF)
         began = time.perf_counter()

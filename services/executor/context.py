@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import socket
@@ -16,10 +17,18 @@ from sqlalchemy.orm import configure_mappers
 from services.common.credentials import CredentialCipher
 from services.common.db.types import utcnow
 from services.common.settings import Settings
+from services.executor.adapters.pg_tools import installed_pg_dumps
+
+
+async def prepare_for_jobs() -> None:
+    """Once started, before the first job: the installed pg_dumps looked for (in a
+    worker thread: a ``--version`` run of each), then :func:`settle_after_start`."""
+    await asyncio.to_thread(installed_pg_dumps)
+    settle_after_start()
 
 
 def settle_after_start() -> None:
-    """Once started, before the first job: the one-time work of the ORM done now
+    """The one-time work of the ORM done now
     (mapping the models, which the first query would do 20-30 ms into the first
     backup), then every object alive (modules, classes, mappings: most of the heap,
     and they live as long as the process) moved out of the garbage collector's

@@ -11,7 +11,7 @@ from services.common.db.engine import session_factory
 from services.common.lifecycle import Runtime, Service
 from services.executor.backup import BackupHandler
 from services.executor.connection_test import ConnectionTester
-from services.executor.context import ExecutorContext, settle_after_start
+from services.executor.context import ExecutorContext, prepare_for_jobs
 from services.executor.restore import RestoreHandler
 from services.executor.worker import JobWorker
 
@@ -41,8 +41,8 @@ class ExecutorService(Service):
             concurrency=runtime.settings.executor_concurrency,
             heartbeat_s=runtime.settings.job_ack_wait_s / 4,
         )
+        await prepare_for_jobs()  # before the first job can arrive
         await self._worker.start()
-        settle_after_start()
 
     async def stop_taking_work(self) -> None:
         if self._tester is not None:

@@ -51,3 +51,17 @@ def test_an_idle_executor_imports_no_database_driver() -> None:
 def test_first_use_of_an_engine_imports_its_driver_only() -> None:
     code = "from services.executor.adapters import adapter_for\nadapter_for('redis')"
     assert drivers_loaded(code) == ["redis"]
+
+
+def test_an_executor_finds_its_pg_dumps_before_the_first_job() -> None:
+    """Looked for once at start (a process per ``pg_dump --version``), in a thread,
+    not on the event loop in the first backup; and without loading asyncpg."""
+    code = (
+        "import asyncio\n"
+        "from services.executor.adapters.pg_tools import installed_pg_dumps\n"
+        "from services.executor.context import prepare_for_jobs\n"
+        "asyncio.run(prepare_for_jobs())\n"
+        "assert installed_pg_dumps.cache_info().currsize == 1\n"
+        "assert installed_pg_dumps(), 'no pg_dump found'"
+    )
+    assert drivers_loaded(code) == []
