@@ -15,7 +15,7 @@ from services.common.destinations.base import Writer
 from services.executor.compress import Compressor
 
 COMPRESS_BATCH = 256 << 10  # dump bytes compressed per worker-thread round trip
-WRITE_SIZE = 512 << 10  # compressed bytes gathered per write to the destinations
+WRITE_SIZE = 256 << 10  # compressed bytes gathered per write to the destinations
 
 
 @dataclass

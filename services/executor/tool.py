@@ -15,10 +15,13 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from services.common.errors import BackupManagerError
 from services.common.redact import redact
 
-CHUNK_SIZE = 1 << 20  # stdout wakes its reader once per this many bytes
-MAX_UNREAD = 1 << 20  # stdout not yet taken by its reader: past this, reading pauses
+CHUNK_SIZE = 256 << 10  # stdout wakes its reader once per this many bytes
+MAX_UNREAD = 256 << 10  # stdout not yet taken by its reader: past this, reading pauses
 PIPE_SIZE = 1 << 20  # what Linux lets any process ask for (fs.pipe-max-size); the
 # kernel holds it, not our heap: the tool keeps writing while we compress a batch
+SHORT_READ = 64 << 10  # a read shorter than this: the tool writes slower than we read
+REST_S = 0.001  # then let the pipe fill this long before the next read (at 1 GB/s it
+# would take 1 ms to fill PIPE_SIZE: a fast tool is never kept waiting, its reads are full)
 STDERR_TAIL_BYTES = 64 * 1024
 KILL_GRACE_S = 5.0
 LOG_TAIL_CHARS = 8000
@@ -31,23 +34,33 @@ class ToolMissing(BackupManagerError):
 class _Output(asyncio.Protocol):
     """A tool's stdout, taken in batches.
 
-    A pipe delivers a dump in reads of tens of KiB (about 60,000 per GiB); waking the
-    reader for each one cost more CPU than anything else the executor does besides
-    compressing. Here every read is counted as it arrives (``on_data``: progress and
-    stall detection stay exact) and kept as it is, and the reader wakes once as many
-    bytes as it asked for are waiting (or at the end) and takes them all. Past
-    ``max_unread`` bytes not taken, reading pauses, so a slow reader slows the tool
-    down instead of filling memory (the pipe itself holds ``PIPE_SIZE`` more)."""
+    A dump tool writes in small pieces (pg_dump: a 4 KiB stdio buffer at a time), and
+    a reader that reads as soon as anything is there wakes for each of them: about
+    60,000 reads per GiB, each an event-loop callback, the executor's largest cost
+    besides compressing. So after a short read (``SHORT_READ``: the tool is the
+    slower side) reading rests for ``rest_s`` while the pipe fills, and the next read
+    takes what gathered; a tool faster than us fills every read and never waits.
 
-    def __init__(self, max_unread: int, on_data: Callable[[int], None] | None) -> None:
+    Every read is counted as it arrives (``on_data``: progress and stall detection
+    stay exact) and kept as it is, and the reader wakes once as many bytes as it
+    asked for are waiting (or at the end) and takes them all. Past ``max_unread``
+    bytes not taken, reading pauses, so a slow reader slows the tool down instead of
+    filling memory (the pipe itself holds ``PIPE_SIZE`` more)."""
+
+    def __init__(
+        self, max_unread: int, on_data: Callable[[int], None] | None, rest_s: float = 0.0
+    ) -> None:
         self._max_unread = max_unread
         self._on_data = on_data
+        self._rest_s = rest_s
         self._chunks: deque[bytes] = deque()
         self._size = 0
         self._wanted = 0  # bytes the waiting reader asked for
         self._transport: asyncio.ReadTransport | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._paused = False
+        self._full = False  # max_unread reached: reading paused until the reader takes
+        self._resting = False  # after a short read: reading paused for rest_s
+        self._reading = True
         self._eof = False
         self._error: BaseException | None = None
 
@@ -62,9 +75,25 @@ class _Output(asyncio.Protocol):
             self._on_data(len(data))
         if self._size >= self._wanted:
             self._wake()
-        if self._size >= self._max_unread and not self._paused and self._transport is not None:
-            self._transport.pause_reading()
-            self._paused = True
+        if self._size >= self._max_unread:
+            self._full = True
+        elif self._rest_s and len(data) < SHORT_READ and not self._resting:
+            self._resting = True
+            asyncio.get_running_loop().call_later(self._rest_s, self._rested)
+        self._read_or_not()
+
+    def _rested(self) -> None:
+        self._resting = False
+        self._read_or_not()
+
+    def _read_or_not(self) -> None:
+        reading = not (self._full or self._resting)
+        if reading != self._reading and self._transport is not None:
+            self._reading = reading
+            if reading:
+                self._transport.resume_reading()
+            else:
+                self._transport.pause_reading()
 
     def eof_received(self) -> None:
         self._eof = True
@@ -92,9 +121,8 @@ class _Output(asyncio.Protocol):
         if self._error is not None and not self._chunks:
             raise self._error
         chunks, self._chunks, self._size = self._chunks, deque(), 0
-        if self._paused and self._transport is not None:
-            self._paused = False
-            self._transport.resume_reading()
+        self._full = False
+        self._read_or_not()
         return chunks
 
 
@@ -124,6 +152,8 @@ class Tool:
         read_end, write_end = os.pipe()
         with contextlib.suppress(OSError):  # a bigger pipe buffer, where allowed
             fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        # rest after short reads only where the pipe holds enough meanwhile
+        rest_s = REST_S if fcntl.fcntl(read_end, fcntl.F_GETPIPE_SZ) >= PIPE_SIZE else 0.0
         try:
             self.process = await asyncio.create_subprocess_exec(
                 *self.argv,
@@ -140,7 +170,7 @@ class Tool:
             raise
         finally:
             os.close(write_end)  # the tool holds it now: its exit is our end of file
-        output = self._stdout = _Output(MAX_UNREAD, self._on_output)
+        output = self._stdout = _Output(MAX_UNREAD, self._on_output, rest_s)
         pipe = os.fdopen(read_end, "rb", buffering=0)  # the transport closes it
         try:
             transport, _ = await asyncio.get_running_loop().connect_read_pipe(lambda: output, pipe)

@@ -39,6 +39,24 @@ async def test_every_byte_counted_and_in_order() -> None:
     assert len(pieces) == len(counted)  # handed on as the pipe delivered them
 
 
+async def test_a_tool_writing_small_pieces_is_read_in_few_larger_reads() -> None:
+    # slower than its reader, 4 KiB at a time (pg_dump's stdio buffer): read as each
+    # piece lands, it would take one read (one event-loop callback) per piece
+    writes = 1000
+    script = f"piece = b'y' * 4096\nfor _ in range({writes}):\n"
+    script += "    out.write(piece); out.flush(); time.sleep(0.0001)"
+    counted: list[int] = []
+    tool = Tool(writer(script), {}, on_output=counted.append)
+    await tool.start()
+    try:
+        received = sum([len(piece) async for piece in tool.stdout()])
+        assert await tool.wait() == 0
+    finally:
+        await tool.kill()
+    assert received == sum(counted) == writes * 4096
+    assert len(counted) <= writes // 2
+
+
 async def test_first_piece_comes_at_once() -> None:
     tool = Tool(writer("out.write(b'PGDMP'); out.flush(); time.sleep(30)"), {})
     await tool.start()
