@@ -15,11 +15,11 @@ The executor runs the real path — ``BackupRun(ctx, job).execute()`` with a mig
 SQLite metadata DB, a real NATS, and a local destination — in a child process of
 its own, so its peak RSS (``VmHWM``) is the executor's alone (pg_dump is a
 grandchild and not counted). Like ``ExecutorService.start``, the child calls
-``limit_malloc_arenas`` first and ``prepare_for_jobs`` (installed pg_dumps found,
-ORM mappings configured, start-up heap frozen) before the timed run. It also notes
-when pg_dump starts (``Tool.start``) and when the artifact's commit begins
-(``LocalWriter.commit``: its last byte written), to show the run's fixed cost
-before the stream and the work left after it.
+``prepare_for_jobs`` (installed pg_dumps found, ORM mappings configured, start-up
+heap frozen) before the timed run. It also notes when pg_dump starts
+(``Tool.start``) and when the artifact's commit begins (``LocalWriter.commit``: its
+last byte written), to show the run's fixed cost before the stream and the work
+left after it.
 
 Targets (issue 4): wall-time ratio executor/baseline <= 1.10 (judged at the largest
 size, ~1 GiB as the issue states it; smaller sizes are shown); executor peak RSS
@@ -68,7 +68,6 @@ from services.common.db.models import Backup, Database, Destination, Project  # 
 from services.common.secrets import resolve_secrets  # noqa: E402
 from services.common.settings import Settings  # noqa: E402
 from services.executor.adapters.pg_tools import choose_pg_dump  # noqa: E402
-from services.executor.memory import limit_malloc_arenas  # noqa: E402
 
 # The executor child imports this module too: what only the parent needs (the test
 # servers, alembic for migrations) is imported where it is used, so the child's RSS
@@ -708,7 +707,6 @@ if __name__ == "__main__":
     parser.add_argument("--executor-child", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.executor_child:
-        limit_malloc_arenas()  # as services/executor/__main__.py does, before any thread
         child_spec = json.loads(args.executor_child)
         measured = asyncio.run(executor_child(child_spec))
         Path(child_spec["report"]).write_text(json.dumps(measured))

@@ -1,8 +1,4 @@
-from services.executor.memory import limit_malloc_arenas
-
-limit_malloc_arenas()  # before any thread starts
-
-from services.common.lifecycle import main  # noqa: E402
-from services.executor.service import ExecutorService  # noqa: E402
+from services.common.lifecycle import main
+from services.executor.service import ExecutorService
 
 main(ExecutorService())

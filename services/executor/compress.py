@@ -1,10 +1,12 @@
 """Streaming compression of dump bytes: zstd (multi-threaded), gzip, or none.
 
-zstd compresses in worker threads of its own: ``compress()`` copies what it is
-given into its job buffer and returns, waiting (with the GIL released) while that
-buffer is full and every worker busy. gzip compresses in the caller's thread.
-Either may take a while, so the pipeline calls them from a worker thread, never
-on the event loop (``pipeline.pump``); only "none" is ``inline``."""
+zstd compresses in worker threads of its own: ``compress()`` only copies what it
+is given into its job buffer and returns, waiting (with the GIL released) only
+while that buffer is full and every worker busy, which is the back-pressure the
+pipeline wants. So the pipeline calls it on the event loop for each piece of the
+dump as it comes (``inline``), with no thread round trip and no block of its own.
+gzip compresses in the caller's thread: the pipeline gathers 1 MiB blocks and
+compresses each in a worker thread, so the event loop keeps serving."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ ZSTD_NO_OVERLAP = 1  # overlap_log: 1 = none, 0 = zstd's default, 9 = a whole wi
 
 
 class Compressor(Protocol):
-    inline: bool  # compress() hands its input back as it is: no thread needed
+    inline: bool  # compress() is quick: call it on the event loop, not in a thread
 
     def compress(self, chunk: bytes) -> bytes: ...
     def flush(self) -> bytes: ...
@@ -54,8 +56,6 @@ class _Gzip:
 
 
 class _Zstd:
-    inline = False
-
     def __init__(self, level: int, threads: int) -> None:
         # Small jobs: the default (8 MiB per job, several per worker) costs 60-180 MiB
         # of memory depending on the core count; 512 KiB jobs hold about 6.5 MiB with
@@ -71,6 +71,7 @@ class _Zstd:
             overlap_log=ZSTD_NO_OVERLAP if workers else 0,
         )
         self._z = zstandard.ZstdCompressor(compression_params=params).compressobj()
+        self.inline = workers > 0  # single-threaded zstd compresses in the caller
 
     def compress(self, chunk: bytes) -> bytes:
         return self._z.compress(chunk)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from services.common.destinations.base import Writer
 from services.executor.compress import Compressor
 
-COMPRESS_BATCH = 256 << 10  # dump bytes compressed per worker-thread round trip
-WRITE_SIZE = 256 << 10  # compressed bytes gathered per write to the destinations
+BLOCK_SIZE = 1 << 20  # what gzip compresses per worker-thread round trip
+WRITE_SIZE = 512 << 10  # compressed bytes gathered per write to the destinations
 
 
 @dataclass
@@ -51,28 +51,18 @@ async def pump(
     """Move every chunk of ``source`` through ``compressor`` into ``writers``. The
     source's bytes are counted where they arrive (:meth:`StreamStats.received`).
 
-    Compression runs in a worker thread, a batch of at least ``COMPRESS_BATCH``
-    bytes at a time, while the event loop gathers the next batch: the loop stays
-    free to drain the tool's pipe, so the tool (and the database server feeding
-    it) keeps going while a batch compresses. Compressing on the loop instead (zstd
-    takes its input at once, and blocks only while its workers are all busy) left
-    pg_dump blocked on a full pipe about half the time of a 1 GiB dump, against
-    about a third under ``pg_dump | zstd -T0``, whose reader is a thread of its own
-    (docs/benchmarks.md). Without compression, bytes go straight to the writers.
-
-    One write is in flight while the next block is compressed: a write is a
-    worker-thread round trip too. The next write starts only once the one before
-    has finished, so each destination gets the blocks in order and a slow one
-    slows the dump down; likewise one batch compresses at a time, in order.
+    One write is in flight while the next block is compressed: a write is a worker
+    thread round trip, and on a busy machine the wait for a free CPU would
+    otherwise leave the compressor without input. The next write starts only once
+    the one before has finished, so each destination gets the blocks in order and
+    a slow one slows the dump down.
 
     What is hashed is exactly what the writers are given (the same block), so a
     writer that compares what it stored with what it was given (``ReadBack``)
     shows that the stored bytes have this digest."""
-    loop = asyncio.get_running_loop()
     pending: list[bytes] = []  # compressed, not yet written
     pending_size = 0
     writing: asyncio.Future[list[None]] | None = None
-    compressing: asyncio.Future[bytes] | None = None
 
     async def emit(data: bytes, *, last: bool = False) -> None:
         nonlocal pending_size, writing
@@ -90,42 +80,27 @@ async def pump(
             await writing  # (raises what the write raised)
         writing = asyncio.gather(*(writer.write(block) for writer in writers))
 
-    def compress_batch(pieces: list[bytes]) -> bytes:
-        compress = compressor.compress
-        return b"".join([compress(piece) for piece in pieces])
-
-    async def compress_next(pieces: list[bytes]) -> None:
-        nonlocal compressing
-        if compressing is not None:
-            await emit(await compressing)  # (the batch before: its output comes first)
-        compressing = loop.run_in_executor(None, compress_batch, pieces)
-
     try:
-        if compressor.inline:  # nothing to compress
+        if compressor.inline:
+            # zstd: each piece is copied into its job buffer, its workers compress
             async for chunk in source:
                 await emit(compressor.compress(chunk))
         else:
-            batch: list[bytes] = []
-            batch_size = 0
+            # gzip works in the calling thread: blocks of >= 1 MiB, one worker-thread
+            # round trip each, so the event loop keeps serving
+            block = bytearray()
             async for chunk in source:
-                batch.append(chunk)
-                batch_size += len(chunk)
-                if batch_size >= COMPRESS_BATCH:
-                    await compress_next(batch)
-                    batch, batch_size = [], 0
-            if batch:
-                await compress_next(batch)
-            if compressing is not None:
-                await emit(await compressing)
-                compressing = None
-        await emit(await loop.run_in_executor(None, compressor.flush), last=True)
+                block += chunk
+                if len(block) >= BLOCK_SIZE:
+                    data, block = bytes(block), bytearray()
+                    await emit(await asyncio.to_thread(compressor.compress, data))
+            if block:
+                await emit(await asyncio.to_thread(compressor.compress, bytes(block)))
+        await emit(await asyncio.to_thread(compressor.flush), last=True)
         if writing is not None:
             await writing
     finally:
-        # stopped early: no write or batch left running unheard (a batch already in
-        # its thread finishes there; its output is dropped with the compressor)
-        for future in (writing, compressing):
-            if future is not None:
-                future.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await future
+        if writing is not None:  # stopped early: no write left running or unheard
+            writing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writing

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import threading
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from services.common.db.enums import Compression
 from services.common.destinations.base import ArtifactMissing, DestinationError, Driver, Writer
 from services.common.destinations.local import LocalDriver
 from services.executor.compress import compressor
-from services.executor.pipeline import COMPRESS_BATCH, WRITE_SIZE, StreamStats, pump
+from services.executor.pipeline import WRITE_SIZE, StreamStats, pump
 
 MIB = 1 << 20
 
@@ -116,43 +115,6 @@ async def test_a_failed_write_stops_the_pump() -> None:
     with pytest.raises(DestinationError, match="destination full"):
         await pump(pieces(data), compressor(Compression.ZSTD, 3), [writer], StreamStats())
     assert len(writer.writes) == 2
-
-
-class GatedCompressor:
-    """A real compressor that compresses nothing until the source has handed on
-    ``gate_at`` bytes: called on the event loop it would wait for ever (the loop
-    cannot read on); from a worker thread, the loop reads on and opens the gate."""
-
-    def __init__(self, algorithm: Compression, gate_at: int) -> None:
-        self.real = compressor(algorithm, None)
-        self.inline = self.real.inline
-        self.gate_at = gate_at
-        self.read = 0
-        self.gate = threading.Event()
-
-    def compress(self, chunk: bytes) -> bytes:
-        if not self.gate.wait(timeout=5):
-            raise TimeoutError("the source was not read while a batch compressed")
-        return self.real.compress(chunk)
-
-    def flush(self) -> bytes:
-        return self.real.flush()
-
-    async def source(self, data: bytes) -> AsyncIterator[bytes]:
-        async for piece in pieces(data):
-            self.read += len(piece)
-            if self.read >= self.gate_at:
-                self.gate.set()
-            yield piece
-
-
-@pytest.mark.parametrize("algorithm", [Compression.ZSTD, Compression.GZIP])
-async def test_the_source_is_read_on_while_a_batch_compresses(algorithm: Compression) -> None:
-    data = dump_like(4 * COMPRESS_BATCH)
-    gated = GatedCompressor(algorithm, gate_at=2 * COMPRESS_BATCH)  # batch 1 waits for more
-    writer = MemoryWriter()
-    await pump(gated.source(data), gated, [writer], StreamStats())
-    assert inflate(algorithm, b"".join(writer.writes)) == data
 
 
 def test_received_counts_at_once() -> None:
