@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from services.common.errors import BackupManagerError
 from services.common.redact import redact
 
-CHUNK_SIZE = 1 << 20  # stdout wakes its reader once per this many bytes
-MAX_UNREAD = 1 << 20  # stdout not yet taken by its reader: past this, reading pauses
+CHUNK_SIZE = 512 << 10  # stdout wakes its reader once per this many bytes
+MAX_UNREAD = 512 << 10  # stdout not yet taken by its reader: past this, reading pauses
 PIPE_SIZE = 1 << 20  # what Linux lets any process ask for (fs.pipe-max-size); the
 # kernel holds it, not our heap: the tool keeps writing while we compress a batch
 SHORT_READ = 64 << 10  # a read shorter than this: the tool writes slower than we read
