@@ -28,13 +28,12 @@ async def prepare_for_jobs() -> None:
 
 
 def settle_after_start() -> None:
-    """The one-time work of the ORM done now
-    (mapping the models, which the first query would do 20-30 ms into the first
-    backup), then every object alive (modules, classes, mappings: most of the heap,
-    and they live as long as the process) moved out of the garbage collector's
-    sight. Otherwise each full collection walks all of them: a stall of the event
-    loop of about 60 ms, measured in the middle of a backup, whenever the collector
-    decides one is due."""
+    """The one-time work of the ORM done now (mapping the models, which the first query
+    would do 20-30 ms into the first backup), then every object alive (modules, classes,
+    mappings: most of the heap, and they live as long as the process) moved out of the
+    garbage collector's sight. Otherwise each full collection walks all of them: a stall
+    of the event loop of about 60 ms, measured in the middle of a backup, whenever the
+    collector decides one is due."""
     configure_mappers()
     gc.collect()
     gc.freeze()

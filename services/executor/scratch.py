@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from services.executor.adapters.base import DatabaseError, Target
+from services.executor.adapters.pg_tools import PG_BIN_GLOB
 from services.executor.tool import ToolMissing, stop_process_group
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def postgres_bindir(min_major: int) -> Path:
         found = re.findall(r"/(\d+)/bin$", str(path))
         return int(found[0]) if found else 0
 
-    dirs = [Path(d) for d in glob.glob("/usr/lib/postgresql/*/bin") if Path(d, "initdb").exists()]
+    dirs = [Path(d) for d in glob.glob(PG_BIN_GLOB) if Path(d, "initdb").exists()]
     on_path = shutil.which("initdb")
     if on_path:
         dirs.append(Path(on_path).resolve().parent)

@@ -35,9 +35,9 @@ class _Output(asyncio.Protocol):
     """A tool's stdout, taken in batches.
 
     A dump tool writes in small pieces (pg_dump: a 4 KiB stdio buffer at a time), and
-    a reader that reads as soon as anything is there wakes for each of them: about
-    60,000 reads per GiB, each an event-loop callback, the executor's largest cost
-    besides compressing. So after a short read (``SHORT_READ``: the tool is the
+    a reader that reads as soon as anything is there wakes for most of them: tens of
+    thousands of reads per GiB, each an event-loop callback, the executor's largest
+    cost besides compressing. So after a short read (``SHORT_READ``: the tool is the
     slower side) reading rests for ``rest_s`` while the pipe fills, and the next read
     takes what gathered; a tool faster than us fills every read and never waits.
 
